@@ -1,0 +1,109 @@
+//! `meg-decoder simulate`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use meg_decoder::lsl::ChannelFormat;
+use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig};
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Stream name of the MEG outlet.
+    #[arg(long, default_value = "MEG-sim")]
+    pub name: String,
+    /// source_id of the MEG outlet (what lets inlets recover after a restart).
+    #[arg(long, default_value = "meg-decoder-sim")]
+    pub source_id: String,
+    /// Sensor layout to imitate.
+    #[arg(long, value_enum, default_value = "neuromag306")]
+    pub layout: LayoutKind,
+    /// Sampling rate (Hz), e.g. 600.614, 1000, 1200, 5000.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Samples per pushed chunk.
+    #[arg(long, default_value_t = 10)]
+    pub chunk: usize,
+    /// Sample format: float32, double64, int32, int16 (integers carry femto-units).
+    #[arg(long, default_value = "float32")]
+    pub format: ChannelFormat,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Noise level (1 = typical MEG, 0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub noise: f32,
+    /// Power-line frequency (Hz).
+    #[arg(long, default_value_t = 50.0)]
+    pub line_freq: f64,
+    /// Publish a marker stream (type=Markers) with this name.
+    #[arg(long)]
+    pub markers: Option<String>,
+    /// Seconds between stimulus onsets.
+    #[arg(long, default_value_t = 1.0)]
+    pub isi: f64,
+    /// Model directory whose `world/` and `gallery/` define the brain's responses to the
+    /// announced images (e.g. models/demo).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Multiplies the evoked responses.
+    #[arg(long, default_value_t = 1.0)]
+    pub response_gain: f32,
+    /// Put a sample counter in channel 0 (for checking that every sample arrives).
+    #[arg(long)]
+    pub counter: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Wait up to this many seconds for a consumer before the first sample.
+    #[arg(long, default_value_t = 0.0)]
+    pub wait_for_consumer: f64,
+}
+
+pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
+    let world = match &a.model {
+        Some(dir) => Some(Arc::new(EvokedWorld::load(dir).with_context(|| {
+            format!("loading the simulated world of {}", dir.display())
+        })?)),
+        None => None,
+    };
+    let cfg = SimulatorConfig {
+        name: a.name,
+        source_id: a.source_id,
+        layout: a.layout,
+        srate: a.rate,
+        chunk: a.chunk,
+        format: a.format,
+        seed: a.seed,
+        noise_level: a.noise,
+        line_freq: a.line_freq,
+        marker_stream: a.markers,
+        isi_s: a.isi,
+        world,
+        response_gain: a.response_gain,
+        counter_channel: a.counter,
+        duration_s: a.duration,
+        wait_for_consumer_s: a.wait_for_consumer,
+    };
+    let stop = super::stop_on_signal();
+    tracing::info!(
+        "simulating '{}' ({:?}, {} Hz, {} chunks, {}){}",
+        cfg.name,
+        cfg.layout,
+        cfg.srate,
+        cfg.chunk,
+        cfg.format.as_str(),
+        cfg.marker_stream
+            .as_ref()
+            .map(|m| format!(" with markers '{m}'"))
+            .unwrap_or_default()
+    );
+    let report = simulate::run(&cfg, &stop)?;
+    tracing::info!(
+        "simulator stopped after {} samples and {} markers",
+        report.samples,
+        report.markers
+    );
+    Ok(())
+}

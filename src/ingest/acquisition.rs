@@ -1,0 +1,384 @@
+//! [`MegAcquisition`]: the acquisition thread of one numeric (MEG) stream.
+//!
+//! It resolves the stream, opens an inlet, and then loops: pull whatever liblsl holds into
+//! a preallocated chunk buffer (sleeping in `pull_sample` when there is none), map the
+//! timestamps onto the local clock with LSL time correction, split the chunk at every
+//! discontinuity the [`GapDetector`] finds, and append the pieces to the [`RingBuffer`]
+//! under a new segment number each time. It survives the source going away: with a
+//! `source_id` liblsl re-resolves it; without one the thread re-resolves by its query.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::gaps::{Discontinuity, GapDetector};
+use super::ring::{RingBuffer, RingWriter};
+use super::stats::StreamStats;
+use super::{IngestError, IngestEvent, StreamDescription, StreamQuery};
+use crate::lsl::{self, Inlet, PullError};
+
+/// How to find and hold a MEG stream.
+#[derive(Debug, Clone)]
+pub struct AcquisitionConfig {
+    pub query: StreamQuery,
+    /// How long to wait for the stream at start-up.
+    pub resolve_timeout_s: f64,
+    /// Seconds of data the ring buffer keeps.
+    pub ring_seconds: f64,
+    /// Channel count the caller expects (e.g. from its configuration), checked at connect.
+    pub expected_channels: Option<usize>,
+    /// Channel labels the caller expects, in order, checked at connect.
+    pub expected_labels: Option<Vec<String>>,
+    /// No data for this long means the source is lost (reported once).
+    pub stall_timeout_s: f64,
+}
+
+impl AcquisitionConfig {
+    pub fn new(query: StreamQuery) -> Self {
+        Self {
+            query,
+            resolve_timeout_s: 5.0,
+            ring_seconds: 30.0,
+            expected_channels: None,
+            expected_labels: None,
+            stall_timeout_s: 1.0,
+        }
+    }
+}
+
+/// A running acquisition thread and what it shares.
+pub struct MegAcquisition {
+    pub description: StreamDescription,
+    pub ring: Arc<RingBuffer>,
+    pub stats: Arc<StreamStats>,
+    pub events: Receiver<IngestEvent>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MegAcquisition {
+    /// Resolves and opens the stream (errors surface here, not later), then starts the
+    /// acquisition thread.
+    pub fn start(cfg: AcquisitionConfig) -> Result<Self, IngestError> {
+        let (inlet, info) = connect(&cfg.query, cfg.resolve_timeout_s)?;
+        let description = StreamDescription::from_info(&info);
+        check_expectations(&cfg, &description)?;
+        let srate = description.nominal_srate;
+        if srate <= 0.0 {
+            return Err(IngestError::IrregularRate {
+                name: description.name.clone(),
+            });
+        }
+        let capacity = ((cfg.ring_seconds * srate).ceil() as usize).max(1024);
+        let (writer, ring) = RingBuffer::new(description.channel_count, capacity);
+        let stats = Arc::new(StreamStats::default());
+        let (tx, events) = crossbeam_channel::bounded(4096);
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            inlet,
+            writer,
+            stats: stats.clone(),
+            events: tx,
+            stop: stop.clone(),
+            query: cfg.query.clone(),
+            channels: description.channel_count,
+            srate,
+            stall: Duration::from_secs_f64(cfg.stall_timeout_s),
+            name: description.name.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("lsl-{}", description.name))
+            .spawn(move || worker.run())
+            .map_err(|e| IngestError::Thread(e.to_string()))?;
+        Ok(Self {
+            description,
+            ring,
+            stats,
+            events,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to stop and waits for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MegAcquisition {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Resolves `query` and opens an inlet with the full description (channel metadata).
+pub(super) fn connect(
+    query: &StreamQuery,
+    timeout_s: f64,
+) -> Result<(Inlet, lsl::StreamInfo), IngestError> {
+    let found = lsl::resolve_bypred(&query.predicate()?, timeout_s)?;
+    let info = found
+        .into_iter()
+        .next()
+        .expect("resolve returns at least one stream");
+    let recover = !info.source_id().is_empty();
+    let mut inlet = Inlet::open(&info, 60, recover)?;
+    let full = inlet.info(timeout_s.max(2.0))?;
+    inlet.open_stream(timeout_s.max(2.0))?;
+    Ok((inlet, full))
+}
+
+fn check_expectations(cfg: &AcquisitionConfig, d: &StreamDescription) -> Result<(), IngestError> {
+    if let Some(n) = cfg.expected_channels {
+        if n != d.channel_count {
+            return Err(IngestError::ChannelCount {
+                name: d.name.clone(),
+                found: d.channel_count,
+                expected: n,
+            });
+        }
+    }
+    if let Some(labels) = &cfg.expected_labels {
+        let found = d.labels();
+        let missing: Vec<_> = labels
+            .iter()
+            .filter(|l| !found.contains(l))
+            .cloned()
+            .collect();
+        if !missing.is_empty() || found.len() != labels.len() {
+            return Err(IngestError::ChannelNames {
+                name: d.name.clone(),
+                missing,
+                found: found.len(),
+                expected: labels.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+struct Worker {
+    inlet: Inlet,
+    writer: RingWriter,
+    stats: Arc<StreamStats>,
+    events: Sender<IngestEvent>,
+    stop: Arc<AtomicBool>,
+    query: StreamQuery,
+    channels: usize,
+    srate: f64,
+    stall: Duration,
+    name: String,
+}
+
+impl Worker {
+    fn emit(&self, e: IngestEvent) {
+        match &e {
+            IngestEvent::Gap { .. }
+            | IngestEvent::SourceLost { .. }
+            | IngestEvent::ClockReset { .. }
+            | IngestEvent::NonFinite { .. }
+            | IngestEvent::RateMismatch { .. } => {
+                tracing::warn!(stream = %self.name, "{e}")
+            }
+            _ => tracing::info!(stream = %self.name, "{e}"),
+        }
+        let _ = self.events.try_send(e);
+    }
+
+    fn run(mut self) {
+        // Chunk buffers: ~100 ms of data, allocated once.
+        let max_chunk = ((self.srate * 0.1).ceil() as usize).max(64);
+        let mut data = vec![0.0f32; max_chunk * self.channels];
+        let mut stamps = vec![0.0f64; max_chunk];
+        let mut gaps = GapDetector::new(self.srate);
+        let mut segment = 0u32;
+        let mut offset = self.inlet.time_correction(2.0).unwrap_or(0.0);
+        self.stats.set_clock_offset(offset);
+        self.stats.connected.store(true, Ordering::Relaxed);
+        let mut last_correction = Instant::now();
+        let mut last_data = Instant::now();
+        let mut lost = false;
+        let mut rate_window = (Instant::now(), 0u64);
+        let mut rate_warned = false;
+
+        while !self.stop.load(Ordering::Relaxed) {
+            let got = match self.pull(&mut data, &mut stamps) {
+                Ok(n) => n,
+                Err(PullError::Lost) => {
+                    self.emit(IngestEvent::SourceLost {
+                        last_timestamp: gaps.last(),
+                    });
+                    StreamStats::add(&self.stats.source_losses, 1);
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    if !self.reresolve() {
+                        break;
+                    }
+                    lost = true;
+                    continue;
+                }
+                Err(PullError::Other(e)) => {
+                    self.emit(IngestEvent::Error(e.to_string()));
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if got == 0 {
+                if !lost && now.duration_since(last_data) > self.stall {
+                    lost = true;
+                    StreamStats::add(&self.stats.source_losses, 1);
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    self.emit(IngestEvent::SourceLost {
+                        last_timestamp: gaps.last(),
+                    });
+                }
+                continue;
+            }
+            last_data = now;
+            if lost {
+                lost = false;
+                StreamStats::add(&self.stats.reconnects, 1);
+                self.stats.connected.store(true, Ordering::Relaxed);
+                self.emit(IngestEvent::Reconnected);
+            }
+            if self.inlet.was_clock_reset()
+                || now.duration_since(last_correction) > Duration::from_secs(5)
+            {
+                if let Ok(o) = self.inlet.time_correction(0.5) {
+                    offset = o;
+                    self.stats.set_clock_offset(o);
+                }
+                last_correction = now;
+            }
+            let stamps = &mut stamps[..got];
+            let data = &data[..got * self.channels];
+            // Split the chunk at each discontinuity; raw timestamps drive detection.
+            let mut start = 0;
+            while start < got {
+                let end = match gaps.scan(&stamps[start..]) {
+                    None => got,
+                    Some(d) => {
+                        let at = start + self.discontinuity(d, &mut segment);
+                        // `at` > start always, except a discontinuity at the chunk's first
+                        // sample, which only opens a new segment.
+                        if at == start {
+                            continue;
+                        }
+                        at
+                    }
+                };
+                let piece = &mut stamps[start..end];
+                piece.iter_mut().for_each(|t| *t += offset);
+                let bad = self.writer.push(
+                    &data[start * self.channels..end * self.channels],
+                    piece,
+                    segment,
+                );
+                if bad > 0 {
+                    StreamStats::add(&self.stats.non_finite_samples, bad as u64);
+                    self.emit(IngestEvent::NonFinite { samples: bad });
+                }
+                start = end;
+            }
+            StreamStats::add(&self.stats.samples, got as u64);
+            StreamStats::add(&self.stats.chunks, 1);
+            let newest = stamps[got - 1];
+            if let Ok(clock) = lsl::local_clock() {
+                self.stats.set_lag(clock - newest);
+            }
+            rate_window.1 += got as u64;
+            let span = now.duration_since(rate_window.0).as_secs_f64();
+            if span >= 5.0 {
+                let measured = rate_window.1 as f64 / span;
+                self.stats.set_measured_rate(measured);
+                if (measured / self.srate - 1.0).abs() > 0.1 && !rate_warned {
+                    rate_warned = true;
+                    self.emit(IngestEvent::RateMismatch {
+                        nominal: self.srate,
+                        measured,
+                    });
+                }
+                rate_window = (now, 0);
+            }
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
+    }
+
+    /// Handles one discontinuity: counts it, opens a new segment, reports it. Returns its
+    /// index in the scanned slice.
+    fn discontinuity(&self, d: Discontinuity, segment: &mut u32) -> usize {
+        *segment += 1;
+        match d {
+            Discontinuity::Gap {
+                index_in_chunk,
+                missing,
+                seconds,
+            } => {
+                StreamStats::add(&self.stats.gaps, 1);
+                StreamStats::add(&self.stats.missing_samples, missing);
+                self.emit(IngestEvent::Gap {
+                    at_sample: self.writer.ring().head() + index_in_chunk as u64,
+                    missing_samples: missing,
+                    seconds,
+                });
+                index_in_chunk
+            }
+            Discontinuity::ClockReset {
+                index_in_chunk,
+                step_s,
+            } => {
+                StreamStats::add(&self.stats.clock_resets, 1);
+                self.emit(IngestEvent::ClockReset { step_s });
+                index_in_chunk
+            }
+        }
+    }
+
+    /// Pulls what is buffered; if nothing is, sleeps in `pull_sample` for up to 50 ms.
+    fn pull(&mut self, data: &mut [f32], stamps: &mut [f64]) -> Result<usize, PullError> {
+        let n = self.inlet.pull_chunk(data, stamps, 0.0)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let ch = self.channels;
+        match self.inlet.pull_sample(&mut data[..ch], 0.05)? {
+            None => Ok(0),
+            Some(t) => {
+                stamps[0] = t;
+                let more = self
+                    .inlet
+                    .pull_chunk(&mut data[ch..], &mut stamps[1..], 0.0)?;
+                Ok(1 + more)
+            }
+        }
+    }
+
+    /// Without a source_id liblsl cannot recover: find the stream again by query.
+    fn reresolve(&mut self) -> bool {
+        while !self.stop.load(Ordering::Relaxed) {
+            match connect(&self.query, 1.0) {
+                Ok((inlet, info)) if info.channel_count() == self.channels => {
+                    self.inlet = inlet;
+                    return true;
+                }
+                Ok((_, info)) => {
+                    self.emit(IngestEvent::Error(format!(
+                        "stream came back with {} channels instead of {}; ignoring it",
+                        info.channel_count(),
+                        self.channels
+                    )));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(_) => {}
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,100 @@
+//! [`MarkerAcquisition`]: the acquisition thread of a string marker stream ("image 4127
+//! shown now"). Each marker is stamped on the local LSL clock and fanned out to every
+//! sink (window scheduler, recorder) over crossbeam channels.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+use super::{IngestError, StreamDescription, StreamQuery};
+use crate::lsl::{self, MarkerInlet, PullError};
+
+/// One stimulus marker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    /// When the event happened, on the local LSL clock (source time + correction).
+    pub timestamp: f64,
+    /// The source's own timestamp, as sent.
+    pub source_timestamp: f64,
+    pub text: String,
+}
+
+pub struct MarkerAcquisition {
+    pub description: StreamDescription,
+    pub received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MarkerAcquisition {
+    pub fn start(
+        query: &StreamQuery,
+        timeout_s: f64,
+        sinks: Vec<Sender<Marker>>,
+    ) -> Result<Self, IngestError> {
+        let found = lsl::resolve_bypred(&query.predicate()?, timeout_s)?;
+        let info = found
+            .into_iter()
+            .next()
+            .expect("resolve returns at least one stream");
+        let mut inlet = MarkerInlet::open(&info, true)?;
+        inlet.open_stream(timeout_s.max(2.0))?;
+        let description = StreamDescription::from_info(&info);
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let (stop2, received2) = (stop.clone(), received.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("lsl-{}", description.name))
+            .spawn(move || {
+                let mut offset = inlet.time_correction(2.0).unwrap_or(0.0);
+                let mut n = 0u64;
+                while !stop2.load(Ordering::Relaxed) {
+                    match inlet.pull_marker(0.05) {
+                        Ok(Some((ts, text))) => {
+                            n += 1;
+                            if n % 50 == 0 {
+                                offset = inlet.time_correction(0.2).unwrap_or(offset);
+                            }
+                            received2.fetch_add(1, Ordering::Relaxed);
+                            let m = Marker {
+                                timestamp: ts + offset,
+                                source_timestamp: ts,
+                                text,
+                            };
+                            for s in &sinks {
+                                let _ = s.send(m.clone());
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(PullError::Lost) => {
+                            tracing::warn!("marker stream lost");
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                        }
+                        Err(e) => tracing::warn!("marker pull failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| IngestError::Thread(e.to_string()))?;
+        Ok(Self {
+            description,
+            received,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MarkerAcquisition {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

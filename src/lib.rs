@@ -1,0 +1,8 @@
+//! meg-decoder: live MEG in over LSL, image embeddings, retrievals and images out over gRPC.
+#![deny(unsafe_code)]
+
+pub mod ingest;
+#[allow(unsafe_code)]
+pub mod lsl;
+pub mod model;
+pub mod simulate;

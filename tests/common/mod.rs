@@ -1,0 +1,84 @@
+//! Shared set-up for the integration tests: loopback-only LSL with a SessionID unique to
+//! this test process, and helpers to run the real `meg-decoder` binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+static SESSION: OnceLock<(String, PathBuf)> = OnceLock::new();
+
+/// Loads the loopback LSL config (from deploy/lsl_api.loopback.cfg) with a SessionID
+/// unique to this process, and writes it to a file child processes get as LSLAPICFG.
+pub fn init_lsl() -> &'static (String, PathBuf) {
+    SESSION.get_or_init(|| {
+        let base = std::fs::read_to_string(repo().join("deploy/lsl_api.loopback.cfg"))
+            .expect("loopback cfg");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let session = format!("meg-decoder-test-{}-{nanos}", std::process::id());
+        let text = base.replace(
+            "SessionID = meg-decoder-test",
+            &format!("SessionID = {session}"),
+        );
+        assert!(
+            text.contains(&session),
+            "loopback cfg has no SessionID line to replace"
+        );
+        let path = std::env::temp_dir().join(format!("{session}.cfg"));
+        std::fs::write(&path, &text).unwrap();
+        meg_decoder::lsl::set_config_content(&text).expect("liblsl loads (run `make native`)");
+        (session, path)
+    })
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A unique stream name for one test.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The meg-decoder binary with this process's LSL config.
+pub fn bin() -> Command {
+    let (_, cfg) = init_lsl();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meg-decoder"));
+    c.env("LSLAPICFG", cfg).env("MEG_DECODER_LOG", "warn");
+    c
+}
+
+/// Starts the binary with `args`, output discarded (or inherited when MEG_TEST_VERBOSE).
+pub fn spawn(args: &[&str]) -> Child {
+    let verbose = std::env::var_os("MEG_TEST_VERBOSE").is_some();
+    let out = || {
+        if verbose {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        }
+    };
+    bin()
+        .args(args)
+        .stdout(out())
+        .stderr(out())
+        .spawn()
+        .expect("spawn meg-decoder")
+}
+
+/// Kills a child on drop, so a failing test leaves nothing behind.
+pub struct Reaper(pub Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
