@@ -1,6 +1,7 @@
 //! meg-decoder: live MEG in over LSL, image embeddings, retrievals and images out over gRPC.
 #![deny(unsafe_code)]
 
+pub mod dsp;
 pub mod ingest;
 #[allow(unsafe_code)]
 pub mod lsl;

@@ -7,9 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meg_decoder::ingest::{
-    AcquisitionConfig, IngestError, IngestEvent, MegAcquisition, RingBuffer, StreamQuery,
-};
+use meg_decoder::ingest::{AcquisitionConfig, IngestError, IngestEvent, MegAcquisition, RingBuffer, StreamQuery};
 use meg_decoder::lsl::{self, ChannelFormat, LslError, MarkerOutlet, Outlet, StreamInfo};
 use meg_decoder::simulate::{self, LayoutKind, SimulatorConfig};
 
@@ -31,10 +29,7 @@ fn read_all(ring: &RingBuffer) -> (Vec<f32>, Vec<f64>) {
     let mut data = vec![0.0; n * ring.channels()];
     let mut ts = vec![0.0; n];
     ring.read(start, &mut data, &mut ts).unwrap();
-    (
-        data.chunks_exact(ring.channels()).map(|r| r[0]).collect(),
-        ts,
-    )
+    (data.chunks_exact(ring.channels()).map(|r| r[0]).collect(), ts)
 }
 
 fn every_sample_arrives(layout: LayoutKind, rate: f64, format: ChannelFormat, chunk: usize) {
@@ -68,25 +63,12 @@ fn every_sample_arrives(layout: LayoutKind, rate: f64, format: ChannelFormat, ch
     for (i, c) in counter.iter().enumerate() {
         assert_eq!(*c, i as f32, "sample {i} out of order or lost");
     }
-    assert!(
-        ts.windows(2).all(|w| w[1] > w[0]),
-        "timestamps not monotonic"
-    );
+    assert!(ts.windows(2).all(|w| w[1] > w[0]), "timestamps not monotonic");
     let period = ts.windows(2).map(|w| w[1] - w[0]).sum::<f64>() / (ts.len() - 1) as f64;
-    assert!(
-        (period * rate - 1.0).abs() < 1e-6,
-        "mean period {period} vs rate {rate}"
-    );
+    assert!((period * rate - 1.0).abs() < 1e-6, "mean period {period} vs rate {rate}");
     let s = acq.stats.snapshot();
     assert_eq!((s.samples, s.gaps, s.non_finite_samples), (expected, 0, 0));
-    assert_eq!(
-        acq.description.channel_count,
-        if layout == LayoutKind::Ctf272 {
-            272
-        } else {
-            306
-        }
-    );
+    assert_eq!(acq.description.channel_count, if layout == LayoutKind::Ctf272 { 272 } else { 306 });
 }
 
 #[test]
@@ -109,18 +91,7 @@ fn int16_and_double_streams_arrive_as_f32() {
 fn killed_source_is_reconnected_and_gap_reported() {
     common::init_lsl();
     let name = common::unique("meg-restart");
-    let args = [
-        "simulate",
-        "--name",
-        &name,
-        "--source-id",
-        &name,
-        "--counter",
-        "--rate",
-        "1000",
-        "--layout",
-        "ctf272",
-    ];
+    let args = ["simulate", "--name", &name, "--source-id", &name, "--counter", "--rate", "1000", "--layout", "ctf272"];
     let child = common::Reaper(common::spawn(&args));
     let mut cfg = AcquisitionConfig::new(StreamQuery::by_name(&name));
     cfg.resolve_timeout_s = 10.0;
@@ -134,46 +105,26 @@ fn killed_source_is_reconnected_and_gap_reported() {
     let _child2 = common::Reaper(common::spawn(&args));
     let restarted = killed.elapsed().as_secs_f64();
     assert!(
-        wait_until(Duration::from_secs(15), || acq.stats.snapshot().reconnects
-            >= 1),
+        wait_until(Duration::from_secs(15), || acq.stats.snapshot().reconnects >= 1),
         "no reconnect: {:?}",
         acq.stats.snapshot()
     );
     assert!(wait_until(Duration::from_secs(5), || acq.ring.head() > before + 500));
     let events: Vec<IngestEvent> = acq.events.try_iter().collect();
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, IngestEvent::SourceLost { .. })),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| matches!(e, IngestEvent::SourceLost { .. })), "{events:?}");
     let gap = events.iter().find_map(|e| match e {
-        IngestEvent::Gap {
-            missing_samples,
-            seconds,
-            ..
-        } => Some((*missing_samples, *seconds)),
+        IngestEvent::Gap { missing_samples, seconds, .. } => Some((*missing_samples, *seconds)),
         _ => None,
     });
     let (missing, seconds) = gap.unwrap_or_else(|| panic!("no gap event in {events:?}"));
     // The gap spans the downtime, plus start-up of the new process (< 3 s here).
-    assert!(
-        seconds > 1.0 && seconds < restarted + 3.0,
-        "gap {seconds:.3} s for {restarted:.3} s down"
-    );
+    assert!(seconds > 1.0 && seconds < restarted + 3.0, "gap {seconds:.3} s for {restarted:.3} s down");
     assert!((missing as f64 - seconds * 1000.0).abs() < 2.0);
     // Every sample before the loss arrived, in order; the ring marks the discontinuity.
     let (counter, _) = read_all(&acq.ring);
     let first = counter[0];
-    let until_gap = counter
-        .iter()
-        .enumerate()
-        .take_while(|(i, c)| **c == first + *i as f32)
-        .count();
-    assert!(
-        until_gap as u64 >= before.min(counter.len() as u64) - 1,
-        "lost samples before the loss"
-    );
+    let until_gap = counter.iter().enumerate().take_while(|(i, c)| **c == first + *i as f32).count();
+    assert!(until_gap as u64 >= before.min(counter.len() as u64) - 1, "lost samples before the loss");
     let seg_before = acq.ring.meta(acq.ring.oldest()).unwrap().segment;
     let seg_after = acq.ring.meta(acq.ring.head() - 1).unwrap().segment;
     assert!(seg_after > seg_before, "no new segment after the gap");
@@ -188,10 +139,7 @@ fn missing_stream_times_out_naming_the_query() {
     let err = MegAcquisition::start(cfg).err().expect("must fail");
     let msg = err.to_string();
     assert!(matches!(err, IngestError::Lsl(LslError::NotFound { .. })));
-    assert!(
-        msg.contains("name='no-such-stream'") && msg.contains("inspect-stream"),
-        "{msg}"
-    );
+    assert!(msg.contains("name='no-such-stream'") && msg.contains("inspect-stream"), "{msg}");
 }
 
 #[test]
@@ -199,22 +147,12 @@ fn wrong_channel_count_and_names_are_refused() {
     common::init_lsl();
     let name = common::unique("meg-small");
     let mut info = StreamInfo::new(&name, "MEG", 3, 100.0, ChannelFormat::Float32, &name).unwrap();
-    info.set_channels(&["A", "B", "C"].map(|l| lsl::ChannelInfo {
-        label: l.into(),
-        ..Default::default()
-    }))
-    .unwrap();
+    info.set_channels(&["A", "B", "C"].map(|l| lsl::ChannelInfo { label: l.into(), ..Default::default() })).unwrap();
     let _outlet = Outlet::create(&info, 1).unwrap();
     let mut cfg = AcquisitionConfig::new(StreamQuery::by_name(&name));
     cfg.expected_channels = Some(306);
-    let msg = MegAcquisition::start(cfg.clone())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        msg.contains("has 3 channels but 306 were configured"),
-        "{msg}"
-    );
+    let msg = MegAcquisition::start(cfg.clone()).err().unwrap().to_string();
+    assert!(msg.contains("has 3 channels but 306 were configured"), "{msg}");
     cfg.expected_channels = None;
     cfg.expected_labels = Some(vec!["A".into(), "B".into(), "MEG0111".into()]);
     let msg = MegAcquisition::start(cfg).err().unwrap().to_string();
@@ -226,13 +164,8 @@ fn marker_stream_where_meg_expected_is_refused() {
     common::init_lsl();
     let name = common::unique("markers");
     let _m = MarkerOutlet::create(&name, &name).unwrap();
-    let err = MegAcquisition::start(AcquisitionConfig::new(StreamQuery::by_name(&name)))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(err, IngestError::Lsl(LslError::WrongFormat { .. })),
-        "{err}"
-    );
+    let err = MegAcquisition::start(AcquisitionConfig::new(StreamQuery::by_name(&name))).err().unwrap();
+    assert!(matches!(err, IngestError::Lsl(LslError::WrongFormat { .. })), "{err}");
     assert!(err.to_string().contains("numeric"));
 }
 
@@ -252,10 +185,7 @@ fn nan_samples_are_counted_and_flagged_not_dropped() {
     assert_eq!(acq.stats.snapshot().non_finite_samples, 2);
     let flags: Vec<u8> = (0..4).map(|i| acq.ring.meta(i).unwrap().flags).collect();
     assert_eq!(flags, vec![0, 1, 1, 0]);
-    assert!(acq
-        .events
-        .try_iter()
-        .any(|e| matches!(e, IngestEvent::NonFinite { samples: 2 })));
+    assert!(acq.events.try_iter().any(|e| matches!(e, IngestEvent::NonFinite { samples: 2 })));
 }
 
 #[test]

@@ -34,19 +34,11 @@ struct Measured {
 }
 
 pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
-    eprintln!(
-        "liblsl {} from {}",
-        lsl::library_version()?,
-        lsl::library_path()?.display()
-    );
+    eprintln!("liblsl {} from {}", lsl::library_version()?, lsl::library_path()?.display());
     let streams = lsl::resolve_all(a.wait)?;
     let streams: Vec<_> = streams
         .into_iter()
-        .filter(|s| {
-            a.filter
-                .as_ref()
-                .is_none_or(|f| [s.name(), s.kind(), s.source_id()].contains(f))
-        })
+        .filter(|s| a.filter.as_ref().is_none_or(|f| [s.name(), s.kind(), s.source_id()].contains(f)))
         .collect();
     if streams.is_empty() {
         anyhow::bail!(
@@ -64,10 +56,7 @@ pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
             _ => None,
         };
         if a.json {
-            println!(
-                "{}",
-                serde_json::json!({"stream": desc, "measured": measured})
-            );
+            println!("{}", serde_json::json!({"stream": desc, "measured": measured}));
             continue;
         }
         println!("{}", full.as_ref().unwrap_or(info).summary());

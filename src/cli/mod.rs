@@ -44,11 +44,9 @@ pub enum Command {
 }
 
 pub fn init_logging(g: &GlobalOpts) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&g.log)
-        .with_context(|| format!("bad --log filter '{}'", g.log))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&g.log).with_context(|| format!("bad --log filter '{}'", g.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if g.log_format == "json" {
         builder.json().init();
     } else {
@@ -60,8 +58,7 @@ pub fn init_logging(g: &GlobalOpts) -> anyhow::Result<()> {
 /// Loads the LSL configuration, if one was named, before anything else touches liblsl.
 fn configure_lsl(g: &GlobalOpts) -> anyhow::Result<()> {
     if let Some(path) = &g.lsl_config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading LSL config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading LSL config {}", path.display()))?;
         meg_decoder::lsl::set_config_content(&text)?;
         tracing::info!("LSL configuration loaded from {}", path.display());
     }
@@ -81,14 +78,10 @@ pub fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let f = flag.clone();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("signal runtime");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
         rt.block_on(async {
             let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

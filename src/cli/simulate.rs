@@ -63,9 +63,9 @@ pub struct SimulateArgs {
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
     let world = match &a.model {
-        Some(dir) => Some(Arc::new(EvokedWorld::load(dir).with_context(|| {
-            format!("loading the simulated world of {}", dir.display())
-        })?)),
+        Some(dir) => Some(Arc::new(
+            EvokedWorld::load(dir).with_context(|| format!("loading the simulated world of {}", dir.display()))?,
+        )),
         None => None,
     };
     let cfg = SimulatorConfig {
@@ -94,16 +94,9 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
         cfg.srate,
         cfg.chunk,
         cfg.format.as_str(),
-        cfg.marker_stream
-            .as_ref()
-            .map(|m| format!(" with markers '{m}'"))
-            .unwrap_or_default()
+        cfg.marker_stream.as_ref().map(|m| format!(" with markers '{m}'")).unwrap_or_default()
     );
     let report = simulate::run(&cfg, &stop)?;
-    tracing::info!(
-        "simulator stopped after {} samples and {} markers",
-        report.samples,
-        report.markers
-    );
+    tracing::info!("simulator stopped after {} samples and {} markers", report.samples, report.markers);
     Ok(())
 }

@@ -68,9 +68,7 @@ impl MegAcquisition {
         check_expectations(&cfg, &description)?;
         let srate = description.nominal_srate;
         if srate <= 0.0 {
-            return Err(IngestError::IrregularRate {
-                name: description.name.clone(),
-            });
+            return Err(IngestError::IrregularRate { name: description.name.clone() });
         }
         let capacity = ((cfg.ring_seconds * srate).ceil() as usize).max(1024);
         let (writer, ring) = RingBuffer::new(description.channel_count, capacity);
@@ -93,14 +91,7 @@ impl MegAcquisition {
             .name(format!("lsl-{}", description.name))
             .spawn(move || worker.run())
             .map_err(|e| IngestError::Thread(e.to_string()))?;
-        Ok(Self {
-            description,
-            ring,
-            stats,
-            events,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Self { description, ring, stats, events, stop, thread: Some(thread) })
     }
 
     /// Asks the thread to stop and waits for it.
@@ -119,15 +110,9 @@ impl Drop for MegAcquisition {
 }
 
 /// Resolves `query` and opens an inlet with the full description (channel metadata).
-pub(super) fn connect(
-    query: &StreamQuery,
-    timeout_s: f64,
-) -> Result<(Inlet, lsl::StreamInfo), IngestError> {
+pub(super) fn connect(query: &StreamQuery, timeout_s: f64) -> Result<(Inlet, lsl::StreamInfo), IngestError> {
     let found = lsl::resolve_bypred(&query.predicate()?, timeout_s)?;
-    let info = found
-        .into_iter()
-        .next()
-        .expect("resolve returns at least one stream");
+    let info = found.into_iter().next().expect("resolve returns at least one stream");
     let recover = !info.source_id().is_empty();
     let mut inlet = Inlet::open(&info, 60, recover)?;
     let full = inlet.info(timeout_s.max(2.0))?;
@@ -138,20 +123,12 @@ pub(super) fn connect(
 fn check_expectations(cfg: &AcquisitionConfig, d: &StreamDescription) -> Result<(), IngestError> {
     if let Some(n) = cfg.expected_channels {
         if n != d.channel_count {
-            return Err(IngestError::ChannelCount {
-                name: d.name.clone(),
-                found: d.channel_count,
-                expected: n,
-            });
+            return Err(IngestError::ChannelCount { name: d.name.clone(), found: d.channel_count, expected: n });
         }
     }
     if let Some(labels) = &cfg.expected_labels {
         let found = d.labels();
-        let missing: Vec<_> = labels
-            .iter()
-            .filter(|l| !found.contains(l))
-            .cloned()
-            .collect();
+        let missing: Vec<_> = labels.iter().filter(|l| !found.contains(l)).cloned().collect();
         if !missing.is_empty() || found.len() != labels.len() {
             return Err(IngestError::ChannelNames {
                 name: d.name.clone(),
@@ -212,9 +189,7 @@ impl Worker {
             let got = match self.pull(&mut data, &mut stamps) {
                 Ok(n) => n,
                 Err(PullError::Lost) => {
-                    self.emit(IngestEvent::SourceLost {
-                        last_timestamp: gaps.last(),
-                    });
+                    self.emit(IngestEvent::SourceLost { last_timestamp: gaps.last() });
                     StreamStats::add(&self.stats.source_losses, 1);
                     self.stats.connected.store(false, Ordering::Relaxed);
                     if !self.reresolve() {
@@ -235,9 +210,7 @@ impl Worker {
                     lost = true;
                     StreamStats::add(&self.stats.source_losses, 1);
                     self.stats.connected.store(false, Ordering::Relaxed);
-                    self.emit(IngestEvent::SourceLost {
-                        last_timestamp: gaps.last(),
-                    });
+                    self.emit(IngestEvent::SourceLost { last_timestamp: gaps.last() });
                 }
                 continue;
             }
@@ -248,9 +221,7 @@ impl Worker {
                 self.stats.connected.store(true, Ordering::Relaxed);
                 self.emit(IngestEvent::Reconnected);
             }
-            if self.inlet.was_clock_reset()
-                || now.duration_since(last_correction) > Duration::from_secs(5)
-            {
+            if self.inlet.was_clock_reset() || now.duration_since(last_correction) > Duration::from_secs(5) {
                 if let Ok(o) = self.inlet.time_correction(0.5) {
                     offset = o;
                     self.stats.set_clock_offset(o);
@@ -276,11 +247,7 @@ impl Worker {
                 };
                 let piece = &mut stamps[start..end];
                 piece.iter_mut().for_each(|t| *t += offset);
-                let bad = self.writer.push(
-                    &data[start * self.channels..end * self.channels],
-                    piece,
-                    segment,
-                );
+                let bad = self.writer.push(&data[start * self.channels..end * self.channels], piece, segment);
                 if bad > 0 {
                     StreamStats::add(&self.stats.non_finite_samples, bad as u64);
                     self.emit(IngestEvent::NonFinite { samples: bad });
@@ -300,10 +267,7 @@ impl Worker {
                 self.stats.set_measured_rate(measured);
                 if (measured / self.srate - 1.0).abs() > 0.1 && !rate_warned {
                     rate_warned = true;
-                    self.emit(IngestEvent::RateMismatch {
-                        nominal: self.srate,
-                        measured,
-                    });
+                    self.emit(IngestEvent::RateMismatch { nominal: self.srate, measured });
                 }
                 rate_window = (now, 0);
             }
@@ -316,11 +280,7 @@ impl Worker {
     fn discontinuity(&self, d: Discontinuity, segment: &mut u32) -> usize {
         *segment += 1;
         match d {
-            Discontinuity::Gap {
-                index_in_chunk,
-                missing,
-                seconds,
-            } => {
+            Discontinuity::Gap { index_in_chunk, missing, seconds } => {
                 StreamStats::add(&self.stats.gaps, 1);
                 StreamStats::add(&self.stats.missing_samples, missing);
                 self.emit(IngestEvent::Gap {
@@ -330,10 +290,7 @@ impl Worker {
                 });
                 index_in_chunk
             }
-            Discontinuity::ClockReset {
-                index_in_chunk,
-                step_s,
-            } => {
+            Discontinuity::ClockReset { index_in_chunk, step_s } => {
                 StreamStats::add(&self.stats.clock_resets, 1);
                 self.emit(IngestEvent::ClockReset { step_s });
                 index_in_chunk
@@ -352,9 +309,7 @@ impl Worker {
             None => Ok(0),
             Some(t) => {
                 stamps[0] = t;
-                let more = self
-                    .inlet
-                    .pull_chunk(&mut data[ch..], &mut stamps[1..], 0.0)?;
+                let more = self.inlet.pull_chunk(&mut data[ch..], &mut stamps[1..], 0.0)?;
                 Ok(1 + more)
             }
         }

@@ -8,15 +8,8 @@
 /// A discontinuity found before the sample at `index_in_chunk`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Discontinuity {
-    Gap {
-        index_in_chunk: usize,
-        missing: u64,
-        seconds: f64,
-    },
-    ClockReset {
-        index_in_chunk: usize,
-        step_s: f64,
-    },
+    Gap { index_in_chunk: usize, missing: u64, seconds: f64 },
+    ClockReset { index_in_chunk: usize, step_s: f64 },
 }
 
 #[derive(Debug, Clone)]
@@ -28,10 +21,7 @@ pub struct GapDetector {
 impl GapDetector {
     /// For a stream of nominal rate `srate` (Hz); irregular streams (rate 0) have no gaps.
     pub fn new(srate: f64) -> Self {
-        Self {
-            period: if srate > 0.0 { 1.0 / srate } else { 0.0 },
-            last: None,
-        }
+        Self { period: if srate > 0.0 { 1.0 / srate } else { 0.0 }, last: None }
     }
 
     /// Timestamp of the last sample seen.
@@ -51,21 +41,12 @@ impl GapDetector {
                 let step = t - prev;
                 if step < -0.5 * self.period {
                     self.last = Some(t);
-                    return Some(Discontinuity::ClockReset {
-                        index_in_chunk: i,
-                        step_s: step,
-                    });
+                    return Some(Discontinuity::ClockReset { index_in_chunk: i, step_s: step });
                 }
                 if step > 1.5 * self.period {
                     self.last = Some(t);
-                    let missing = ((step / self.period).round() as u64)
-                        .saturating_sub(1)
-                        .max(1);
-                    return Some(Discontinuity::Gap {
-                        index_in_chunk: i,
-                        missing,
-                        seconds: step - self.period,
-                    });
+                    let missing = ((step / self.period).round() as u64).saturating_sub(1).max(1);
+                    return Some(Discontinuity::Gap { index_in_chunk: i, missing, seconds: step - self.period });
                 }
             }
             self.last = Some(t);
@@ -92,11 +73,7 @@ mod tests {
         let mut ts: Vec<f64> = (0..10).map(|i| i as f64 / 1000.0).collect();
         ts.extend((47..50).map(|i| i as f64 / 1000.0));
         match g.scan(&ts) {
-            Some(Discontinuity::Gap {
-                index_in_chunk,
-                missing,
-                ..
-            }) => {
+            Some(Discontinuity::Gap { index_in_chunk, missing, .. }) => {
                 assert_eq!(index_in_chunk, 10);
                 assert_eq!(missing, 37);
             }
@@ -109,12 +86,6 @@ mod tests {
     fn finds_clock_reset() {
         let mut g = GapDetector::new(600.614);
         assert_eq!(g.scan(&[100.0, 100.0 + 1.0 / 600.614]), None);
-        assert!(matches!(
-            g.scan(&[3.0]),
-            Some(Discontinuity::ClockReset {
-                index_in_chunk: 0,
-                ..
-            })
-        ));
+        assert!(matches!(g.scan(&[3.0]), Some(Discontinuity::ClockReset { index_in_chunk: 0, .. })));
     }
 }

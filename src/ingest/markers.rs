@@ -29,16 +29,9 @@ pub struct MarkerAcquisition {
 }
 
 impl MarkerAcquisition {
-    pub fn start(
-        query: &StreamQuery,
-        timeout_s: f64,
-        sinks: Vec<Sender<Marker>>,
-    ) -> Result<Self, IngestError> {
+    pub fn start(query: &StreamQuery, timeout_s: f64, sinks: Vec<Sender<Marker>>) -> Result<Self, IngestError> {
         let found = lsl::resolve_bypred(&query.predicate()?, timeout_s)?;
-        let info = found
-            .into_iter()
-            .next()
-            .expect("resolve returns at least one stream");
+        let info = found.into_iter().next().expect("resolve returns at least one stream");
         let mut inlet = MarkerInlet::open(&info, true)?;
         inlet.open_stream(timeout_s.max(2.0))?;
         let description = StreamDescription::from_info(&info);
@@ -58,11 +51,7 @@ impl MarkerAcquisition {
                                 offset = inlet.time_correction(0.2).unwrap_or(offset);
                             }
                             received2.fetch_add(1, Ordering::Relaxed);
-                            let m = Marker {
-                                timestamp: ts + offset,
-                                source_timestamp: ts,
-                                text,
-                            };
+                            let m = Marker { timestamp: ts + offset, source_timestamp: ts, text };
                             for s in &sinks {
                                 let _ = s.send(m.clone());
                             }
@@ -77,12 +66,7 @@ impl MarkerAcquisition {
                 }
             })
             .map_err(|e| IngestError::Thread(e.to_string()))?;
-        Ok(Self {
-            description,
-            received,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Self { description, received, stop, thread: Some(thread) })
     }
 
     pub fn stop(&mut self) {

@@ -33,39 +33,25 @@ pub struct StreamQuery {
 
 impl StreamQuery {
     pub fn by_name(name: &str) -> Self {
-        Self {
-            name: Some(name.into()),
-            ..Default::default()
-        }
+        Self { name: Some(name.into()), ..Default::default() }
     }
     pub fn by_type(kind: &str) -> Self {
-        Self {
-            kind: Some(kind.into()),
-            ..Default::default()
-        }
+        Self { kind: Some(kind.into()), ..Default::default() }
     }
 
     /// The XPath predicate liblsl resolves with, e.g. `name='MEG' and type='MEG'`.
     pub fn predicate(&self) -> Result<String, IngestError> {
         let mut parts = Vec::new();
-        for (key, value) in [
-            ("name", &self.name),
-            ("type", &self.kind),
-            ("source_id", &self.source_id),
-        ] {
+        for (key, value) in [("name", &self.name), ("type", &self.kind), ("source_id", &self.source_id)] {
             if let Some(v) = value {
                 if v.contains('\'') {
-                    return Err(IngestError::BadQuery(format!(
-                        "{key} '{v}' contains a quote"
-                    )));
+                    return Err(IngestError::BadQuery(format!("{key} '{v}' contains a quote")));
                 }
                 parts.push(format!("{key}='{v}'"));
             }
         }
         if parts.is_empty() {
-            return Err(IngestError::BadQuery(
-                "give at least one of stream name, type or source_id".into(),
-            ));
+            return Err(IngestError::BadQuery("give at least one of stream name, type or source_id".into()));
         }
         Ok(parts.join(" and "))
     }
@@ -103,11 +89,7 @@ pub struct ChannelInfoData {
 
 impl From<ChannelInfo> for ChannelInfoData {
     fn from(c: ChannelInfo) -> Self {
-        Self {
-            label: c.label,
-            kind: c.kind,
-            unit: c.unit,
-        }
+        Self { label: c.label, kind: c.kind, unit: c.unit }
     }
 }
 
@@ -118,11 +100,7 @@ impl StreamDescription {
         } else {
             info.channel_labels()
                 .into_iter()
-                .map(|label| ChannelInfoData {
-                    label,
-                    kind: String::new(),
-                    unit: String::new(),
-                })
+                .map(|label| ChannelInfoData { label, kind: String::new(), unit: String::new() })
                 .collect()
         };
         Self {
@@ -147,11 +125,7 @@ impl StreamDescription {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IngestEvent {
     #[error("gap of {missing_samples} samples ({seconds:.3} s) before sample {at_sample}")]
-    Gap {
-        at_sample: u64,
-        missing_samples: u64,
-        seconds: f64,
-    },
+    Gap { at_sample: u64, missing_samples: u64, seconds: f64 },
     #[error("source clock reset (timestamps stepped {step_s:.3} s)")]
     ClockReset { step_s: f64 },
     #[error("source lost (last timestamp {last_timestamp:?}); waiting for it to come back")]
@@ -174,18 +148,9 @@ pub enum IngestError {
     #[error("bad stream query: {0}")]
     BadQuery(String),
     #[error("stream '{name}' has {found} channels but {expected} were configured; pick the right stream or fix the configured channel count")]
-    ChannelCount {
-        name: String,
-        found: usize,
-        expected: usize,
-    },
+    ChannelCount { name: String, found: usize, expected: usize },
     #[error("stream '{name}' channel names differ from the configured ones ({found} found, {expected} expected); missing: {missing:?}")]
-    ChannelNames {
-        name: String,
-        missing: Vec<String>,
-        found: usize,
-        expected: usize,
-    },
+    ChannelNames { name: String, missing: Vec<String>, found: usize, expected: usize },
     #[error("stream '{name}' has an irregular rate (0 Hz); a MEG stream needs a nominal rate")]
     IrregularRate { name: String },
     #[error("could not start the acquisition thread: {0}")]

@@ -20,7 +20,9 @@ pub const FLAG_NON_FINITE: u8 = 1;
 pub enum ReadError {
     #[error("samples {start}..{end} are not in the ring buffer yet (written up to {head})")]
     NotYet { start: u64, end: u64, head: u64 },
-    #[error("samples from {start} were already overwritten (oldest kept: {oldest}); enlarge the ring buffer or read sooner")]
+    #[error(
+        "samples from {start} were already overwritten (oldest kept: {oldest}); enlarge the ring buffer or read sooner"
+    )]
     Overwritten { start: u64, oldest: u64 },
 }
 
@@ -56,16 +58,11 @@ pub struct SampleMeta {
 impl RingBuffer {
     /// A buffer for `channels` channels holding the newest `capacity` samples.
     pub fn new(channels: usize, capacity: usize) -> (RingWriter, Arc<RingBuffer>) {
-        assert!(
-            channels > 0 && capacity > 0,
-            "ring buffer needs channels and capacity"
-        );
+        assert!(channels > 0 && capacity > 0, "ring buffer needs channels and capacity");
         let ring = Arc::new(RingBuffer {
             channels,
             capacity,
-            data: (0..channels * capacity)
-                .map(|_| AtomicU32::new(0))
-                .collect(),
+            data: (0..channels * capacity).map(|_| AtomicU32::new(0)).collect(),
             times: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             segments: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             flags: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
@@ -87,9 +84,7 @@ impl RingBuffer {
     }
     /// Index of the oldest sample still safely readable.
     pub fn oldest(&self) -> u64 {
-        self.reserved
-            .load(Ordering::Acquire)
-            .saturating_sub(self.capacity as u64)
+        self.reserved.load(Ordering::Acquire).saturating_sub(self.capacity as u64)
     }
 
     fn check(&self, start: u64, end: u64) -> Result<(), ReadError> {
@@ -102,10 +97,7 @@ impl RingBuffer {
 
     fn validate(&self, start: u64) -> Result<(), ReadError> {
         fence(Ordering::Acquire);
-        let oldest = self
-            .reserved
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.capacity as u64);
+        let oldest = self.reserved.load(Ordering::Relaxed).saturating_sub(self.capacity as u64);
         if start < oldest {
             return Err(ReadError::Overwritten { start, oldest });
         }
@@ -127,21 +119,12 @@ impl RingBuffer {
 
     /// Copies samples `start..start+timestamps.len()` into `data` (sample-major,
     /// `channels` values per sample) and `timestamps`; returns the OR of their flags.
-    pub fn read(
-        &self,
-        start: u64,
-        data: &mut [f32],
-        timestamps: &mut [f64],
-    ) -> Result<u8, ReadError> {
+    pub fn read(&self, start: u64, data: &mut [f32], timestamps: &mut [f64]) -> Result<u8, ReadError> {
         let n = timestamps.len();
         assert_eq!(data.len(), n * self.channels, "ring read: data buffer size");
         self.check(start, start + n as u64)?;
         let mut flags = 0;
-        for (i, (row, ts)) in data
-            .chunks_exact_mut(self.channels)
-            .zip(timestamps.iter_mut())
-            .enumerate()
-        {
+        for (i, (row, ts)) in data.chunks_exact_mut(self.channels).zip(timestamps.iter_mut()).enumerate() {
             let slot = ((start + i as u64) % self.capacity as u64) as usize;
             let src = &self.data[slot * self.channels..(slot + 1) * self.channels];
             for (d, s) in row.iter_mut().zip(src) {
@@ -194,10 +177,7 @@ impl RingWriter {
             let slot = ((head + i as u64) % r.capacity as u64) as usize;
             let row = &data[i * r.channels..(i + 1) * r.channels];
             let mut finite = true;
-            for (d, &v) in r.data[slot * r.channels..(slot + 1) * r.channels]
-                .iter()
-                .zip(row)
-            {
+            for (d, &v) in r.data[slot * r.channels..(slot + 1) * r.channels].iter().zip(row) {
                 finite &= v.is_finite();
                 d.store(v.to_bits(), Ordering::Relaxed);
             }
@@ -231,14 +211,8 @@ mod tests {
         assert_eq!(d[0], 45.0);
         assert_eq!(d[14], 59.0);
         assert_eq!(ring.meta(20).unwrap().segment, 2);
-        assert!(matches!(
-            ring.read(5, &mut d, &mut t),
-            Err(ReadError::Overwritten { .. })
-        ));
-        assert!(matches!(
-            ring.read(18, &mut d, &mut t),
-            Err(ReadError::NotYet { .. })
-        ));
+        assert!(matches!(ring.read(5, &mut d, &mut t), Err(ReadError::Overwritten { .. })));
+        assert!(matches!(ring.read(18, &mut d, &mut t), Err(ReadError::NotYet { .. })));
         assert_eq!(ring.index_at_or_after(16.5, 0), Some(17));
         assert_eq!(ring.index_at_or_after(99.0, 0), None);
     }
@@ -246,11 +220,7 @@ mod tests {
     #[test]
     fn flags_non_finite_samples() {
         let (mut w, ring) = RingBuffer::new(2, 8);
-        let bad = w.push(
-            &[1.0, f32::NAN, 2.0, 3.0, f32::INFINITY, 0.0],
-            &[0.0, 1.0, 2.0],
-            0,
-        );
+        let bad = w.push(&[1.0, f32::NAN, 2.0, 3.0, f32::INFINITY, 0.0], &[0.0, 1.0, 2.0], 0);
         assert_eq!(bad, 2);
         assert_eq!(ring.meta(0).unwrap().flags, FLAG_NON_FINITE);
         assert_eq!(ring.meta(1).unwrap().flags, 0);

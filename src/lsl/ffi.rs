@@ -126,11 +126,7 @@ fn candidates() -> Vec<PathBuf> {
         return out;
     }
     let name = "liblsl.so.1.18.0";
-    out.push(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("native/lib")
-            .join(name),
-    );
+    out.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("native/lib").join(name));
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             out.push(dir.join("lib").join(name));
@@ -165,7 +161,5 @@ fn load() -> Result<Api, String> {
 
 /// The process-wide liblsl binding, loaded on first use.
 pub fn api() -> Result<&'static Api, LslError> {
-    API.get_or_init(load)
-        .as_ref()
-        .map_err(|e| LslError::Library(e.clone()))
+    API.get_or_init(load).as_ref().map_err(|e| LslError::Library(e.clone()))
 }

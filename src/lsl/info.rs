@@ -33,24 +33,14 @@ impl StreamInfo {
         source_id: &str,
     ) -> Result<Self, LslError> {
         let api = ffi::api()?;
-        let (n, t, s) = (
-            to_cstring(name, "stream name")?,
-            to_cstring(kind, "stream type")?,
-            to_cstring(source_id, "source_id")?,
-        );
+        let (n, t, s) =
+            (to_cstring(name, "stream name")?, to_cstring(kind, "stream type")?, to_cstring(source_id, "source_id")?);
         let channels = i32::try_from(channel_count)
             .map_err(|_| LslError::Argument(format!("channel count {channel_count} too large")))?;
         // SAFETY: all strings are valid NUL-terminated and outlive the call (liblsl copies
         // them); numeric arguments are plain values.
         let ptr = unsafe {
-            (api.lsl_create_streaminfo)(
-                n.as_ptr(),
-                t.as_ptr(),
-                channels,
-                nominal_srate,
-                format.to_raw(),
-                s.as_ptr(),
-            )
+            (api.lsl_create_streaminfo)(n.as_ptr(), t.as_ptr(), channels, nominal_srate, format.to_raw(), s.as_ptr())
         };
         if ptr.is_null() {
             return Err(LslError::Argument(format!(
@@ -156,9 +146,7 @@ impl StreamInfo {
         if chans.len() == self.channel_count() {
             chans.into_iter().map(|c| c.label).collect()
         } else {
-            (0..self.channel_count())
-                .map(|i| format!("ch{i:03}"))
-                .collect()
+            (0..self.channel_count()).map(|i| format!("ch{i:03}")).collect()
         }
     }
 
@@ -193,10 +181,7 @@ impl StreamInfo {
     /// Adds `<desc><key>value</key>` (e.g. `manufacturer`).
     pub fn set_desc_value(&mut self, key: &str, value: &str) -> Result<(), LslError> {
         let api = self.api();
-        let (k, v) = (
-            to_cstring(key, "desc key")?,
-            to_cstring(value, "desc value")?,
-        );
+        let (k, v) = (to_cstring(key, "desc key")?, to_cstring(value, "desc value")?);
         // SAFETY: `self.ptr` is live and exclusively borrowed; strings outlive the call.
         unsafe {
             let desc = (api.lsl_get_desc)(self.ptr);
@@ -244,10 +229,7 @@ impl std::fmt::Debug for StreamInfo {
 const MAX_RESOLVE: usize = 256;
 
 fn collect(buf: &[StreamInfoPtr], n: i32) -> Vec<StreamInfo> {
-    buf[..n.clamp(0, MAX_RESOLVE as i32) as usize]
-        .iter()
-        .filter_map(|&p| StreamInfo::from_raw(p))
-        .collect()
+    buf[..n.clamp(0, MAX_RESOLVE as i32) as usize].iter().filter_map(|&p| StreamInfo::from_raw(p)).collect()
 }
 
 /// Every stream visible within `wait_s` seconds.
@@ -261,31 +243,16 @@ pub fn resolve_all(wait_s: f64) -> Result<Vec<StreamInfo>, LslError> {
 }
 
 /// Streams whose property `prop` (name, type, source_id, ...) equals `value`.
-pub fn resolve_byprop(
-    prop: &str,
-    value: &str,
-    timeout_s: f64,
-) -> Result<Vec<StreamInfo>, LslError> {
+pub fn resolve_byprop(prop: &str, value: &str, timeout_s: f64) -> Result<Vec<StreamInfo>, LslError> {
     let api = ffi::api()?;
     let (p, v) = (to_cstring(prop, "property")?, to_cstring(value, "value")?);
     let mut buf = [std::ptr::null_mut(); MAX_RESOLVE];
     // SAFETY: as in resolve_all; strings outlive the call.
-    let n = unsafe {
-        (api.lsl_resolve_byprop)(
-            buf.as_mut_ptr(),
-            MAX_RESOLVE as u32,
-            p.as_ptr(),
-            v.as_ptr(),
-            1,
-            timeout_s,
-        )
-    };
+    let n =
+        unsafe { (api.lsl_resolve_byprop)(buf.as_mut_ptr(), MAX_RESOLVE as u32, p.as_ptr(), v.as_ptr(), 1, timeout_s) };
     let found = collect(&buf, n);
     if found.is_empty() {
-        return Err(LslError::NotFound {
-            query: format!("{prop}='{value}'"),
-            timeout_s,
-        });
+        return Err(LslError::NotFound { query: format!("{prop}='{value}'"), timeout_s });
     }
     Ok(found)
 }
@@ -297,21 +264,10 @@ pub fn resolve_bypred(pred: &str, timeout_s: f64) -> Result<Vec<StreamInfo>, Lsl
     let p = to_cstring(pred, "predicate")?;
     let mut buf = [std::ptr::null_mut(); MAX_RESOLVE];
     // SAFETY: as in resolve_all; the predicate string outlives the call.
-    let n = unsafe {
-        (api.lsl_resolve_bypred)(
-            buf.as_mut_ptr(),
-            MAX_RESOLVE as u32,
-            p.as_ptr(),
-            1,
-            timeout_s,
-        )
-    };
+    let n = unsafe { (api.lsl_resolve_bypred)(buf.as_mut_ptr(), MAX_RESOLVE as u32, p.as_ptr(), 1, timeout_s) };
     let found = collect(&buf, n);
     if found.is_empty() {
-        return Err(LslError::NotFound {
-            query: pred.to_string(),
-            timeout_s,
-        });
+        return Err(LslError::NotFound { query: pred.to_string(), timeout_s });
     }
     Ok(found)
 }

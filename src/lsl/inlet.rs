@@ -10,9 +10,7 @@ use super::{check_ec, cstr_to_string, LslError, StreamInfo};
 /// Why a pull returned no data.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PullError {
-    #[error(
-        "the stream was lost and the inlet cannot recover (no source_id, or recovery disabled)"
-    )]
+    #[error("the stream was lost and the inlet cannot recover (no source_id, or recovery disabled)")]
     Lost,
     #[error("liblsl failed: {0}")]
     Other(LslError),
@@ -29,11 +27,7 @@ pub struct Inlet {
 // every pull guarantees that.
 unsafe impl Send for Inlet {}
 
-fn create(
-    info: &StreamInfo,
-    max_buffer_s: i32,
-    recover: bool,
-) -> Result<(InletPtr, &'static ffi::Api), LslError> {
+fn create(info: &StreamInfo, max_buffer_s: i32, recover: bool) -> Result<(InletPtr, &'static ffi::Api), LslError> {
     let api = ffi::api()?;
     // SAFETY: `info.ptr` is a live streaminfo; liblsl copies what it needs. max_chunklen 0
     // keeps the sender's chunking.
@@ -57,11 +51,7 @@ impl Inlet {
             });
         }
         let (ptr, api) = create(info, max_buffer_s, recover)?;
-        Ok(Self {
-            ptr,
-            channels: info.channel_count(),
-            api,
-        })
+        Ok(Self { ptr, channels: info.channel_count(), api })
     }
 
     pub fn channel_count(&self) -> usize {
@@ -119,17 +109,9 @@ impl Inlet {
     ///
     /// # Panics
     /// If `data` is shorter than `timestamps.len() * channel_count()`.
-    pub fn pull_chunk(
-        &mut self,
-        data: &mut [f32],
-        timestamps: &mut [f64],
-        timeout_s: f64,
-    ) -> Result<usize, PullError> {
+    pub fn pull_chunk(&mut self, data: &mut [f32], timestamps: &mut [f64], timeout_s: f64) -> Result<usize, PullError> {
         let max_samples = timestamps.len().min(data.len() / self.channels.max(1));
-        assert!(
-            max_samples > 0 || timestamps.is_empty(),
-            "pull_chunk: buffers too small"
-        );
+        assert!(max_samples > 0 || timestamps.is_empty(), "pull_chunk: buffers too small");
         let mut ec = 0;
         // SAFETY: both buffers are valid for the element counts passed (checked above);
         // liblsl writes at most that many elements and returns the count written.
@@ -150,22 +132,12 @@ impl Inlet {
 
     /// Waits up to `timeout_s` for one sample into `data[..channels]`; returns its
     /// timestamp, or `None` on timeout. Used to sleep until data arrives.
-    pub fn pull_sample(
-        &mut self,
-        data: &mut [f32],
-        timeout_s: f64,
-    ) -> Result<Option<f64>, PullError> {
+    pub fn pull_sample(&mut self, data: &mut [f32], timeout_s: f64) -> Result<Option<f64>, PullError> {
         assert!(data.len() >= self.channels, "pull_sample: buffer too small");
         let mut ec = 0;
         // SAFETY: `data` holds at least `channels` floats, which is what we tell liblsl.
         let ts = unsafe {
-            (self.api.lsl_pull_sample_f)(
-                self.ptr,
-                data.as_mut_ptr(),
-                self.channels as i32,
-                timeout_s,
-                &mut ec,
-            )
+            (self.api.lsl_pull_sample_f)(self.ptr, data.as_mut_ptr(), self.channels as i32, timeout_s, &mut ec)
         };
         pull_result(ec, timeout_s)?;
         Ok((ts != 0.0).then_some(ts))
@@ -176,9 +148,7 @@ fn pull_result(ec: i32, timeout_s: f64) -> Result<(), PullError> {
     match ec {
         ffi::LSL_NO_ERROR | ffi::LSL_TIMEOUT_ERROR => Ok(()),
         ffi::LSL_LOST_ERROR => Err(PullError::Lost),
-        other => Err(PullError::Other(
-            check_ec(other, "pull", timeout_s).unwrap_err(),
-        )),
+        other => Err(PullError::Other(check_ec(other, "pull", timeout_s).unwrap_err())),
     }
 }
 
@@ -232,8 +202,7 @@ impl MarkerInlet {
         let mut ec = 0;
         // SAFETY: one writable slot; liblsl allocates the string it stores there, which we
         // copy and free with lsl_destroy_string as its documentation requires.
-        let ts =
-            unsafe { (self.api.lsl_pull_sample_str)(self.ptr, &mut slot, 1, timeout_s, &mut ec) };
+        let ts = unsafe { (self.api.lsl_pull_sample_str)(self.ptr, &mut slot, 1, timeout_s, &mut ec) };
         let text = if slot.is_null() {
             None
         } else {

@@ -36,11 +36,7 @@ pub enum LslError {
     #[error("liblsl internal error in {0}")]
     Internal(&'static str),
     #[error("stream '{name}' has format {format:?}; {expected}")]
-    WrongFormat {
-        name: String,
-        format: ChannelFormat,
-        expected: &'static str,
-    },
+    WrongFormat { name: String, format: ChannelFormat, expected: &'static str },
 }
 
 fn check_ec(ec: i32, what: &'static str, timeout: f64) -> Result<(), LslError> {
@@ -119,11 +115,7 @@ impl std::str::FromStr for ChannelFormat {
             "string" => Self::String,
             "int32" => Self::Int32,
             "int16" => Self::Int16,
-            other => {
-                return Err(format!(
-                    "unknown sample format '{other}': use float32, double64, int32 or int16"
-                ))
-            }
+            other => return Err(format!("unknown sample format '{other}': use float32, double64, int32 or int16")),
         })
     }
 }
@@ -160,8 +152,7 @@ pub fn local_clock() -> Result<f64, LslError> {
 /// effect on liblsl's already-loaded configuration.
 pub fn set_config_content(content: &str) -> Result<(), LslError> {
     let api = ffi::api()?;
-    let c =
-        CString::new(content).map_err(|_| LslError::Argument("config has a NUL byte".into()))?;
+    let c = CString::new(content).map_err(|_| LslError::Argument("config has a NUL byte".into()))?;
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call; liblsl copies it.
     unsafe { (api.lsl_set_config_content)(c.as_ptr()) };
     Ok(())

@@ -21,11 +21,7 @@ pub struct Outlet {
 // SAFETY: liblsl outlets are thread-safe; we only push through `&mut self`.
 unsafe impl Send for Outlet {}
 
-fn create(
-    info: &StreamInfo,
-    chunk_size: i32,
-    max_buffered_s: i32,
-) -> Result<(OutletPtr, &'static ffi::Api), LslError> {
+fn create(info: &StreamInfo, chunk_size: i32, max_buffered_s: i32) -> Result<(OutletPtr, &'static ffi::Api), LslError> {
     let api = ffi::api()?;
     // SAFETY: `info.ptr` is live; liblsl copies the description.
     let ptr = unsafe { (api.lsl_create_outlet)(info.ptr, chunk_size, max_buffered_s) };
@@ -40,11 +36,7 @@ impl Outlet {
     pub fn create(info: &StreamInfo, max_chunk: usize) -> Result<Self, LslError> {
         let format = info.format();
         if !format.is_numeric() {
-            return Err(LslError::WrongFormat {
-                name: info.name(),
-                format,
-                expected: "Outlet needs a numeric format",
-            });
+            return Err(LslError::WrongFormat { name: info.name(), format, expected: "Outlet needs a numeric format" });
         }
         let (ptr, api) = create(info, 0, 360)?;
         let n = max_chunk * info.channel_count();
@@ -85,56 +77,20 @@ impl Outlet {
             },
             ChannelFormat::Double64 => {
                 let buf = scratch(&mut self.scratch_f64, n)?;
-                buf.iter_mut()
-                    .zip(data)
-                    .for_each(|(d, &s)| *d = f64::from(s));
-                unsafe {
-                    (api.lsl_push_chunk_dtnp)(
-                        self.ptr,
-                        buf.as_ptr(),
-                        n as _,
-                        timestamps.as_ptr(),
-                        1,
-                    )
-                }
+                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = f64::from(s));
+                unsafe { (api.lsl_push_chunk_dtnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
             ChannelFormat::Int16 => {
                 let buf = scratch(&mut self.scratch_i16, n)?;
-                buf.iter_mut()
-                    .zip(data)
-                    .for_each(|(d, &s)| *d = s.round() as i16);
-                unsafe {
-                    (api.lsl_push_chunk_stnp)(
-                        self.ptr,
-                        buf.as_ptr(),
-                        n as _,
-                        timestamps.as_ptr(),
-                        1,
-                    )
-                }
+                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i16);
+                unsafe { (api.lsl_push_chunk_stnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
             ChannelFormat::Int32 => {
                 let buf = scratch(&mut self.scratch_i32, n)?;
-                buf.iter_mut()
-                    .zip(data)
-                    .for_each(|(d, &s)| *d = s.round() as i32);
-                unsafe {
-                    (api.lsl_push_chunk_itnp)(
-                        self.ptr,
-                        buf.as_ptr(),
-                        n as _,
-                        timestamps.as_ptr(),
-                        1,
-                    )
-                }
+                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i32);
+                unsafe { (api.lsl_push_chunk_itnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
-            other => {
-                return Err(LslError::WrongFormat {
-                    name: String::new(),
-                    format: other,
-                    expected: "numeric",
-                })
-            }
+            other => return Err(LslError::WrongFormat { name: String::new(), format: other, expected: "numeric" }),
         };
         super::check_ec(ec, "lsl_push_chunk", 0.0)
     }
@@ -154,9 +110,7 @@ impl Outlet {
 fn scratch<T>(buf: &mut [T], n: usize) -> Result<&mut [T], LslError> {
     let len = buf.len();
     buf.get_mut(..n).ok_or_else(|| {
-        LslError::Argument(format!(
-            "push_chunk: chunk of {n} values exceeds the outlet's max_chunk ({len} values)"
-        ))
+        LslError::Argument(format!("push_chunk: chunk of {n} values exceeds the outlet's max_chunk ({len} values)"))
     })
 }
 
@@ -185,8 +139,7 @@ impl MarkerOutlet {
     }
 
     pub fn push_marker(&mut self, text: &str, timestamp: f64) -> Result<(), LslError> {
-        let c = CString::new(text)
-            .map_err(|_| LslError::Argument("marker contains a NUL byte".into()))?;
+        let c = CString::new(text).map_err(|_| LslError::Argument("marker contains a NUL byte".into()))?;
         let arr = [c.as_ptr()];
         // SAFETY: one valid string pointer, matching the stream's single channel.
         let ec = unsafe { (self.api.lsl_push_sample_strtp)(self.ptr, arr.as_ptr(), timestamp, 1) };

@@ -38,49 +38,29 @@ pub enum GalleryError {
 
 impl Gallery {
     pub fn load(dir: &Path) -> Result<Self, GalleryError> {
-        let bad = |msg: String| GalleryError::Invalid {
-            dir: dir.display().to_string(),
-            msg,
-        };
-        let ids_text = std::fs::read_to_string(dir.join("ids.txt"))
-            .map_err(|e| bad(format!("cannot read ids.txt: {e}")))?;
-        let ids: Vec<String> = ids_text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect();
+        let bad = |msg: String| GalleryError::Invalid { dir: dir.display().to_string(), msg };
+        let ids_text =
+            std::fs::read_to_string(dir.join("ids.txt")).map_err(|e| bad(format!("cannot read ids.txt: {e}")))?;
+        let ids: Vec<String> = ids_text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
         let arr = npy::read(&dir.join("embeddings.npy"))?;
         if arr.shape.len() != 2 || arr.shape[0] != ids.len() {
-            return Err(bad(format!("embeddings.npy has shape {:?} but ids.txt lists {} images; they must match row for row", arr.shape, ids.len())));
+            return Err(bad(format!(
+                "embeddings.npy has shape {:?} but ids.txt lists {} images; they must match row for row",
+                arr.shape,
+                ids.len()
+            )));
         }
         let images = dir.join("images");
-        Ok(Self::from_parts(
-            ids,
-            arr.shape[1],
-            arr.data,
-            images.is_dir().then_some(images),
-        ))
+        Ok(Self::from_parts(ids, arr.shape[1], arr.data, images.is_dir().then_some(images)))
     }
 
-    pub fn from_parts(
-        ids: Vec<String>,
-        dim: usize,
-        embeddings: Vec<f32>,
-        images_dir: Option<PathBuf>,
-    ) -> Self {
+    pub fn from_parts(ids: Vec<String>, dim: usize, embeddings: Vec<f32>, images_dir: Option<PathBuf>) -> Self {
         let mut normalised = embeddings.clone();
         for row in normalised.chunks_exact_mut(dim) {
             let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
             row.iter_mut().for_each(|v| *v /= n);
         }
-        Self {
-            ids,
-            dim,
-            embeddings,
-            normalised,
-            images_dir,
-        }
+        Self { ids, dim, embeddings, normalised, images_dir }
     }
 
     pub fn len(&self) -> usize {
@@ -101,10 +81,7 @@ impl Gallery {
     /// Cosine similarity of `query` with every image into `scores` (len N).
     pub fn scores(&self, query: &[f32], scores: &mut [f32]) {
         let qn = query.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        for (s, row) in scores
-            .iter_mut()
-            .zip(self.normalised.chunks_exact(self.dim))
-        {
+        for (s, row) in scores.iter_mut().zip(self.normalised.chunks_exact(self.dim)) {
             *s = row.iter().zip(query).map(|(a, b)| a * b).sum::<f32>() / qn;
         }
     }
@@ -120,13 +97,7 @@ impl Gallery {
                 best.truncate(k);
             }
         }
-        best.into_iter()
-            .map(|(index, score)| Hit {
-                image_id: self.ids[index].clone(),
-                index,
-                score,
-            })
-            .collect()
+        best.into_iter().map(|(index, score)| Hit { image_id: self.ids[index].clone(), index, score }).collect()
     }
 
     /// The stored PNG of an image, if the gallery has images.
@@ -142,12 +113,8 @@ mod tests {
 
     #[test]
     fn top_k_orders_by_cosine() {
-        let g = Gallery::from_parts(
-            vec!["a".into(), "b".into(), "c".into()],
-            2,
-            vec![1.0, 0.0, 0.0, 5.0, 1.0, 1.0],
-            None,
-        );
+        let g =
+            Gallery::from_parts(vec!["a".into(), "b".into(), "c".into()], 2, vec![1.0, 0.0, 0.0, 5.0, 1.0, 1.0], None);
         let mut s = vec![0.0; 3];
         let hits = g.top_k(&[0.1, 1.0], 2, &mut s);
         assert_eq!(hits[0].image_id, "b");

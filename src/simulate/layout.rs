@@ -78,16 +78,8 @@ impl SensorLayout {
             .iter()
             .map(|s| ChannelInfo {
                 label: s.name.clone(),
-                kind: if s.kind == "mag" {
-                    "MAG".into()
-                } else {
-                    "GRAD".into()
-                },
-                unit: if femto {
-                    format!("f{}", s.unit)
-                } else {
-                    s.unit.clone()
-                },
+                kind: if s.kind == "mag" { "MAG".into() } else { "GRAD".into() },
+                unit: if femto { format!("f{}", s.unit) } else { s.unit.clone() },
             })
             .collect()
     }
@@ -95,10 +87,7 @@ impl SensorLayout {
     /// A position-dependent weight in [0, 1] peaking at the back of the head (occipital),
     /// where visual responses and alpha are strongest.
     pub fn occipital_weight(&self, i: usize) -> f32 {
-        let (miny, maxy) = self
-            .sensors
-            .iter()
-            .fold((f32::MAX, f32::MIN), |(a, b), s| (a.min(s.y), b.max(s.y)));
+        let (miny, maxy) = self.sensors.iter().fold((f32::MAX, f32::MIN), |(a, b), s| (a.min(s.y), b.max(s.y)));
         let s = &self.sensors[i];
         let back = 1.0 - (s.y - miny) / (maxy - miny).max(1e-6);
         back.powi(2)

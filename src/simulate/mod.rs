@@ -87,26 +87,12 @@ pub struct SimulatorReport {
 }
 
 /// The stream description `simulate` publishes for `cfg`.
-pub fn stream_info(
-    cfg: &SimulatorConfig,
-    layout: &SensorLayout,
-) -> Result<StreamInfo, lsl::LslError> {
-    let mut info = StreamInfo::new(
-        &cfg.name,
-        "MEG",
-        layout.len(),
-        cfg.srate,
-        cfg.format,
-        &cfg.source_id,
-    )?;
+pub fn stream_info(cfg: &SimulatorConfig, layout: &SensorLayout) -> Result<StreamInfo, lsl::LslError> {
+    let mut info = StreamInfo::new(&cfg.name, "MEG", layout.len(), cfg.srate, cfg.format, &cfg.source_id)?;
     let femto = matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32);
     let mut chans = layout.channel_infos(femto);
     if cfg.counter_channel {
-        chans[0] = lsl::ChannelInfo {
-            label: "COUNTER".into(),
-            kind: "MISC".into(),
-            unit: "samples".into(),
-        };
+        chans[0] = lsl::ChannelInfo { label: "COUNTER".into(), kind: "MISC".into(), unit: "samples".into() };
     }
     info.set_channels(&chans)?;
     info.set_desc_value("manufacturer", "meg-decoder simulator")?;
@@ -116,11 +102,7 @@ pub fn stream_info(
 
 /// Runs the simulator until `stop` is set or the duration has passed.
 pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<SimulatorReport> {
-    anyhow::ensure!(
-        cfg.srate > 0.0,
-        "sampling rate must be positive, got {}",
-        cfg.srate
-    );
+    anyhow::ensure!(cfg.srate > 0.0, "sampling rate must be positive, got {}", cfg.srate);
     anyhow::ensure!(cfg.chunk > 0, "chunk size must be at least 1 sample");
     let layout = SensorLayout::load(cfg.layout);
     let c = layout.len();
@@ -136,20 +118,13 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
     let info = stream_info(cfg, &layout)?;
     let mut outlet = Outlet::create(&info, cfg.chunk)?;
     let mut markers = match &cfg.marker_stream {
-        Some(name) => Some(MarkerOutlet::create(
-            name,
-            &format!("{}-markers", cfg.source_id),
-        )?),
+        Some(name) => Some(MarkerOutlet::create(name, &format!("{}-markers", cfg.source_id))?),
         None => None,
     };
     if cfg.wait_for_consumer_s > 0.0 {
         outlet.wait_for_consumers(cfg.wait_for_consumer_s);
     }
-    let femto = if matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32) {
-        1e15
-    } else {
-        1.0
-    };
+    let femto = if matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32) { 1e15 } else { 1.0 };
     let mut noise = SensorNoise::new(&layout, cfg.srate, cfg.line_freq, cfg.noise_level, cfg.seed);
     let mut rng = SmallRng::seed_from_u64(cfg.seed ^ 0x5eed);
     let mut order: Vec<usize> = Vec::new();
@@ -165,9 +140,7 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
     let mut n: u64 = 0;
 
     while !stop.load(Ordering::Relaxed) && total.is_none_or(|t| n < t) {
-        let len = cfg
-            .chunk
-            .min(total.map_or(usize::MAX, |t| (t - n) as usize));
+        let len = cfg.chunk.min(total.map_or(usize::MAX, |t| (t - n) as usize));
         let rows = &mut data[..len * c];
         noise.fill(rows, len);
         // New onsets in this chunk: announce them and start their responses.
@@ -185,10 +158,7 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
             };
             onsets_here.push((next_onset, stim));
             if let Some(s) = stim {
-                active.push(ActiveStimulus {
-                    stimulus: s,
-                    onset_sample: next_onset,
-                });
+                active.push(ActiveStimulus { stimulus: s, onset_sample: next_onset });
             }
             next_onset += isi_samples;
         }

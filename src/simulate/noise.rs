@@ -27,12 +27,8 @@ impl SensorNoise {
         let mut rng = SmallRng::seed_from_u64(seed);
         let c = layout.len();
         let scale: Vec<f32> = (0..c).map(|i| layout.noise_scale(i) * level).collect();
-        let alpha_gain = (0..c)
-            .map(|i| 1.5 * layout.occipital_weight(i) * scale[i])
-            .collect();
-        let line_gain = (0..c)
-            .map(|i| scale[i] * rng.random_range(0.2..1.0))
-            .collect();
+        let alpha_gain = (0..c).map(|i| 1.5 * layout.occipital_weight(i) * scale[i]).collect();
+        let line_gain = (0..c).map(|i| scale[i] * rng.random_range(0.2..1.0)).collect();
         Self {
             rng,
             srate,
@@ -55,8 +51,7 @@ impl SensorNoise {
             let t = self.n as f64 * dt;
             self.alpha_phase += std::f64::consts::TAU * 10.0 * dt;
             let step: f32 = self.rng.sample(StandardNormal);
-            self.alpha_env =
-                (self.alpha_env + 0.02 * step * (dt as f32).sqrt() * 10.0).clamp(0.2, 2.0);
+            self.alpha_env = (self.alpha_env + 0.02 * step * (dt as f32).sqrt() * 10.0).clamp(0.2, 2.0);
             let alpha = self.alpha_env * self.alpha_phase.sin() as f32;
             let w = std::f64::consts::TAU * self.line_freq * t;
             let line = (w.sin() + 0.3 * (3.0 * w).sin()) as f32;
@@ -71,9 +66,7 @@ impl SensorNoise {
                 p[5] = -0.7616 * p[5] - white * 0.0168980;
                 let pink = (p[0] + p[1] + p[2] + p[3] + p[4] + p[5] + p[6] + white * 0.5362) * 0.2;
                 p[6] = white * 0.115926;
-                *v = self.scale[i] * (pink + 0.3 * white)
-                    + self.alpha_gain[i] * alpha
-                    + self.line_gain[i] * line;
+                *v = self.scale[i] * (pink + 0.3 * white) + self.alpha_gain[i] * alpha + self.line_gain[i] * line;
             }
             self.n += 1;
         }

@@ -59,23 +59,10 @@ impl EvokedWorld {
         let patterns = npy::read(&dir.join("patterns.npy"))?;
         let kernels = npy::read(&dir.join("kernels.npy"))?;
         let stimuli = Gallery::load(&model_dir.join("gallery"))?;
-        anyhow::ensure!(
-            patterns.shape.len() == 2 && kernels.shape.len() == 2,
-            "world arrays must be 2-D"
-        );
+        anyhow::ensure!(patterns.shape.len() == 2 && kernels.shape.len() == 2, "world arrays must be 2-D");
         let (d, c) = (patterns.shape[0], patterns.shape[1]);
-        anyhow::ensure!(
-            kernels.shape[0] == d,
-            "kernels.npy has {} rows, patterns.npy {}",
-            kernels.shape[0],
-            d
-        );
-        anyhow::ensure!(
-            stimuli.dim == d,
-            "gallery dim {} differs from world latent dim {}",
-            stimuli.dim,
-            d
-        );
+        anyhow::ensure!(kernels.shape[0] == d, "kernels.npy has {} rows, patterns.npy {}", kernels.shape[0], d);
+        anyhow::ensure!(stimuli.dim == d, "gallery dim {} differs from world latent dim {}", stimuli.dim, d);
         Ok(Self {
             layout: meta.layout,
             latent_dim: d,

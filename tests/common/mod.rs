@@ -12,21 +12,11 @@ static SESSION: OnceLock<(String, PathBuf)> = OnceLock::new();
 /// unique to this process, and writes it to a file child processes get as LSLAPICFG.
 pub fn init_lsl() -> &'static (String, PathBuf) {
     SESSION.get_or_init(|| {
-        let base = std::fs::read_to_string(repo().join("deploy/lsl_api.loopback.cfg"))
-            .expect("loopback cfg");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
+        let base = std::fs::read_to_string(repo().join("deploy/lsl_api.loopback.cfg")).expect("loopback cfg");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let session = format!("meg-decoder-test-{}-{nanos}", std::process::id());
-        let text = base.replace(
-            "SessionID = meg-decoder-test",
-            &format!("SessionID = {session}"),
-        );
-        assert!(
-            text.contains(&session),
-            "loopback cfg has no SessionID line to replace"
-        );
+        let text = base.replace("SessionID = meg-decoder-test", &format!("SessionID = {session}"));
+        assert!(text.contains(&session), "loopback cfg has no SessionID line to replace");
         let path = std::env::temp_dir().join(format!("{session}.cfg"));
         std::fs::write(&path, &text).unwrap();
         meg_decoder::lsl::set_config_content(&text).expect("liblsl loads (run `make native`)");
@@ -41,11 +31,7 @@ pub fn repo() -> PathBuf {
 /// A unique stream name for one test.
 pub fn unique(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The meg-decoder binary with this process's LSL config.
@@ -66,12 +52,7 @@ pub fn spawn(args: &[&str]) -> Child {
             Stdio::null()
         }
     };
-    bin()
-        .args(args)
-        .stdout(out())
-        .stderr(out())
-        .spawn()
-        .expect("spawn meg-decoder")
+    bin().args(args).stdout(out()).stderr(out()).spawn().expect("spawn meg-decoder")
 }
 
 /// Kills a child on drop, so a failing test leaves nothing behind.
