@@ -7,3 +7,4 @@ pub mod ingest;
 pub mod lsl;
 pub mod model;
 pub mod simulate;
+pub mod pipeline;

@@ -137,6 +137,26 @@ impl RingBuffer {
         Ok(flags)
     }
 
+    /// Like [`read`](Self::read), also copying each sample's segment and flags.
+    pub fn read_with_meta(
+        &self,
+        start: u64,
+        data: &mut [f32],
+        timestamps: &mut [f64],
+        segments: &mut [u32],
+        flags: &mut [u8],
+    ) -> Result<(), ReadError> {
+        let n = timestamps.len();
+        assert!(segments.len() == n && flags.len() == n, "ring read: meta buffer sizes");
+        self.read(start, data, timestamps)?;
+        for i in 0..n {
+            let slot = ((start + i as u64) % self.capacity as u64) as usize;
+            segments[i] = self.segments[slot].load(Ordering::Relaxed);
+            flags[i] = self.flags[slot].load(Ordering::Relaxed);
+        }
+        self.validate(start)
+    }
+
     /// The first sample index in `[from, head)` whose timestamp is >= `t` (binary search;
     /// timestamps within a segment increase). `None` if every readable sample is older.
     pub fn index_at_or_after(&self, t: f64, from: u64) -> Option<u64> {

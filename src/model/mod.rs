@@ -1,7 +1,48 @@
 //! Models: the encoder contract (ONNX metadata), the encoder session, the gallery and the
-//! generator.
+//! generator, and [`ModelDir`], which finds them in a model directory:
+//!
+//! ```text
+//! <model>/encoder.onnx      required: meg f32[batch, channels, time] -> embedding f32[batch, dim]
+//! <model>/gallery/          optional: ids.txt, embeddings.npy, images/<id>.png
+//! <model>/generator.onnx    optional: embedding -> image f32[batch, 3, H, W]
+//! <model>/world/            optional: what `simulate` needs to produce decodable responses
+//! ```
 
+pub mod contract;
+mod encoder;
 pub mod gallery;
+mod generator;
 pub mod npy;
+mod runtime;
 
+use std::path::{Path, PathBuf};
+
+pub use contract::{ContractError, ModelContract, ScalerSpec};
+pub use encoder::{Encoder, EncoderOptions, ExecutionProvider, ModelError};
 pub use gallery::{Gallery, Hit};
+pub use generator::{encode_png, Generator};
+pub use runtime::environment as onnx_runtime;
+
+/// The files of a model directory.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub root: PathBuf,
+    pub encoder: PathBuf,
+    pub gallery: Option<PathBuf>,
+    pub generator: Option<PathBuf>,
+}
+
+impl ModelDir {
+    pub fn open(root: &Path) -> Result<Self, ModelError> {
+        let encoder = root.join("encoder.onnx");
+        if !encoder.is_file() {
+            return Err(ModelError::File {
+                path: encoder.display().to_string(),
+                why: "missing: a model directory needs encoder.onnx (see models/README.md)".into(),
+            });
+        }
+        let gallery = Some(root.join("gallery")).filter(|p| p.join("ids.txt").is_file());
+        let generator = Some(root.join("generator.onnx")).filter(|p| p.is_file());
+        Ok(Self { root: root.to_path_buf(), encoder, gallery, generator })
+    }
+}

@@ -100,22 +100,166 @@ pub fn stream_info(cfg: &SimulatorConfig, layout: &SensorLayout) -> Result<Strea
     Ok(info)
 }
 
+/// The simulated signal itself, independent of LSL: noise plus evoked responses, chunk
+/// after chunk. The live outlet and offline tests and benchmarks share it.
+pub struct SignalSource {
+    pub layout: SensorLayout,
+    srate: f64,
+    noise: SensorNoise,
+    world: Option<Arc<EvokedWorld>>,
+    gain: f32,
+    rng: SmallRng,
+    order: Vec<usize>,
+    drive: Vec<f32>,
+    active: Vec<ActiveStimulus>,
+    isi_samples: f64,
+    next_onset: f64,
+    counter: bool,
+    femto: f32,
+    n: u64,
+}
+
+/// A stimulus onset inside a chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Onset {
+    /// Sample index (may be fractional) of the onset.
+    pub sample: f64,
+    /// Gallery index of the image shown, if a world is loaded.
+    pub stimulus: Option<usize>,
+    /// The marker text: the image id, or `stim_<n>` without a world.
+    pub text: String,
+}
+
+impl SignalSource {
+    pub fn new(cfg: &SimulatorConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.srate > 0.0, "sampling rate must be positive, got {}", cfg.srate);
+        let layout = SensorLayout::load(cfg.layout);
+        if let Some(w) = &cfg.world {
+            anyhow::ensure!(
+                w.channels == layout.len(),
+                "the world's patterns have {} channels but layout {:?} has {}; simulate with --layout {}",
+                w.channels,
+                cfg.layout,
+                layout.len(),
+                w.layout
+            );
+        }
+        let isi_samples = (cfg.isi_s * cfg.srate).max(1.0);
+        Ok(Self {
+            noise: SensorNoise::new(&layout, cfg.srate, cfg.line_freq, cfg.noise_level, cfg.seed),
+            layout,
+            srate: cfg.srate,
+            world: cfg.world.clone(),
+            gain: cfg.response_gain,
+            rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5eed),
+            order: Vec::new(),
+            drive: vec![0.0; cfg.world.as_ref().map_or(0, |w| w.latent_dim)],
+            active: Vec::with_capacity(16),
+            isi_samples,
+            next_onset: isi_samples,
+            counter: cfg.counter_channel,
+            femto: if matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32) { 1e15 } else { 1.0 },
+            n: 0,
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// Samples produced so far.
+    pub fn position(&self) -> u64 {
+        self.n
+    }
+
+    /// Fills `rows` (sample-major, `len` samples) and appends this chunk's onsets.
+    pub fn next_chunk(&mut self, rows: &mut [f32], len: usize, onsets: &mut Vec<Onset>) {
+        let c = self.layout.len();
+        let rows = &mut rows[..len * c];
+        self.noise.fill(rows, len);
+        let end = (self.n + len as u64) as f64;
+        while self.next_onset < end {
+            let stimulus = match &self.world {
+                Some(w) => {
+                    if self.order.is_empty() {
+                        self.order = (0..w.stimuli.len()).collect();
+                        self.order.shuffle(&mut self.rng);
+                    }
+                    self.order.pop()
+                }
+                None => None,
+            };
+            let text = match (stimulus, &self.world) {
+                (Some(s), Some(w)) => w.stimuli.ids[s].clone(),
+                _ => format!("stim_{}", (self.next_onset / self.isi_samples).round() as u64 - 1),
+            };
+            if let Some(s) = stimulus {
+                self.active.push(ActiveStimulus { stimulus: s, onset_sample: self.next_onset });
+            }
+            onsets.push(Onset { sample: self.next_onset, stimulus, text });
+            self.next_onset += self.isi_samples;
+        }
+        if let Some(w) = &self.world {
+            let dur = w.response_duration() * self.srate;
+            let n = self.n as f64;
+            self.active.retain(|a| n < a.onset_sample + dur);
+            w.add_responses(rows, self.n, self.srate, &self.active, &mut self.drive, self.gain);
+        }
+        if self.femto != 1.0 {
+            rows.iter_mut().for_each(|v| *v *= self.femto);
+        }
+        if self.counter {
+            for i in 0..len {
+                rows[i * c] = (self.n + i as u64) as f32;
+            }
+        }
+        self.n += len as u64;
+    }
+}
+
+/// Renders `seconds` of the simulated signal offline: rows (sample-major), timestamps
+/// `t0 + n / rate`, and the onsets (as markers on the same clock).
+pub fn render(cfg: &SimulatorConfig, seconds: f64, t0: f64) -> anyhow::Result<(Vec<f32>, Vec<f64>, Vec<crate::ingest::Marker>)> {
+    let mut src = SignalSource::new(cfg)?;
+    let n = (seconds * cfg.srate) as usize;
+    let mut rows = vec![0.0; n * src.channels()];
+    let mut onsets = Vec::new();
+    src.next_chunk(&mut rows, n, &mut onsets);
+    let ts = (0..n).map(|i| t0 + i as f64 / cfg.srate).collect();
+    let markers = onsets
+        .into_iter()
+        .map(|o| crate::ingest::Marker { timestamp: t0 + o.sample / cfg.srate, source_timestamp: t0 + o.sample / cfg.srate, text: o.text })
+        .collect();
+    Ok((rows, ts, markers))
+}
+
+/// The description `simulate` gives its MEG stream, as plain data (for offline use).
+pub fn stream_description(cfg: &SimulatorConfig) -> crate::ingest::StreamDescription {
+    let layout = SensorLayout::load(cfg.layout);
+    let femto = matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32);
+    crate::ingest::StreamDescription {
+        name: cfg.name.clone(),
+        kind: "MEG".into(),
+        source_id: cfg.source_id.clone(),
+        hostname: String::new(),
+        channel_count: layout.len(),
+        nominal_srate: cfg.srate,
+        format: cfg.format,
+        channels: layout
+            .channel_infos(femto)
+            .into_iter()
+            .map(|c| crate::ingest::ChannelInfoData { label: c.label, kind: c.kind, unit: c.unit })
+            .collect(),
+        xml: String::new(),
+    }
+}
+
 /// Runs the simulator until `stop` is set or the duration has passed.
 pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<SimulatorReport> {
-    anyhow::ensure!(cfg.srate > 0.0, "sampling rate must be positive, got {}", cfg.srate);
     anyhow::ensure!(cfg.chunk > 0, "chunk size must be at least 1 sample");
-    let layout = SensorLayout::load(cfg.layout);
-    let c = layout.len();
-    if let Some(w) = &cfg.world {
-        anyhow::ensure!(
-            w.channels == c,
-            "the world's patterns have {} channels but layout {:?} has {c}; simulate with --layout {}",
-            w.channels,
-            cfg.layout,
-            w.layout
-        );
-    }
-    let info = stream_info(cfg, &layout)?;
+    let mut src = SignalSource::new(cfg)?;
+    let c = src.channels();
+    let info = stream_info(cfg, &src.layout)?;
     let mut outlet = Outlet::create(&info, cfg.chunk)?;
     let mut markers = match &cfg.marker_stream {
         Some(name) => Some(MarkerOutlet::create(name, &format!("{}-markers", cfg.source_id))?),
@@ -124,16 +268,9 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
     if cfg.wait_for_consumer_s > 0.0 {
         outlet.wait_for_consumers(cfg.wait_for_consumer_s);
     }
-    let femto = if matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32) { 1e15 } else { 1.0 };
-    let mut noise = SensorNoise::new(&layout, cfg.srate, cfg.line_freq, cfg.noise_level, cfg.seed);
-    let mut rng = SmallRng::seed_from_u64(cfg.seed ^ 0x5eed);
-    let mut order: Vec<usize> = Vec::new();
     let mut data = vec![0.0f32; cfg.chunk * c];
     let mut stamps = vec![0.0f64; cfg.chunk];
-    let mut drive = vec![0.0f32; cfg.world.as_ref().map_or(0, |w| w.latent_dim)];
-    let mut active: Vec<ActiveStimulus> = Vec::with_capacity(16);
-    let isi_samples = (cfg.isi_s * cfg.srate).max(1.0);
-    let mut next_onset = isi_samples;
+    let mut onsets = Vec::with_capacity(8);
     let mut report = SimulatorReport::default();
     let total = cfg.duration_s.map(|d| (d * cfg.srate) as u64);
     let t0 = lsl::local_clock()?;
@@ -141,40 +278,10 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
 
     while !stop.load(Ordering::Relaxed) && total.is_none_or(|t| n < t) {
         let len = cfg.chunk.min(total.map_or(usize::MAX, |t| (t - n) as usize));
-        let rows = &mut data[..len * c];
-        noise.fill(rows, len);
-        // New onsets in this chunk: announce them and start their responses.
-        let mut onsets_here = Vec::new();
-        while next_onset < (n + len as u64) as f64 {
-            let stim = match &cfg.world {
-                Some(w) => {
-                    if order.is_empty() {
-                        order = (0..w.stimuli.len()).collect();
-                        order.shuffle(&mut rng);
-                    }
-                    order.pop()
-                }
-                None => None,
-            };
-            onsets_here.push((next_onset, stim));
-            if let Some(s) = stim {
-                active.push(ActiveStimulus { stimulus: s, onset_sample: next_onset });
-            }
-            next_onset += isi_samples;
-        }
-        if let Some(w) = &cfg.world {
-            let dur = w.response_duration() * cfg.srate;
-            active.retain(|a| (n as f64) < a.onset_sample + dur);
-            w.add_responses(rows, n, cfg.srate, &active, &mut drive, cfg.response_gain);
-        }
-        if femto != 1.0 {
-            rows.iter_mut().for_each(|v| *v *= femto);
-        }
+        onsets.clear();
+        src.next_chunk(&mut data, len, &mut onsets);
         for (i, ts) in stamps[..len].iter_mut().enumerate() {
             *ts = t0 + (n + i as u64) as f64 / cfg.srate;
-            if cfg.counter_channel {
-                rows[i * c] = (n + i as u64) as f32;
-            }
         }
         // Real time: a chunk leaves once its last sample has been "acquired".
         let due = t0 + (n + len as u64) as f64 / cfg.srate;
@@ -182,14 +289,10 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
         if wait > 0.0 {
             std::thread::sleep(Duration::from_secs_f64(wait));
         }
-        outlet.push_chunk(rows, &stamps[..len])?;
+        outlet.push_chunk(&data[..len * c], &stamps[..len])?;
         if let Some(m) = markers.as_mut() {
-            for (onset, stim) in onsets_here {
-                let text = match (stim, &cfg.world) {
-                    (Some(s), Some(w)) => w.stimuli.ids[s].clone(),
-                    _ => format!("stim_{}", report.markers),
-                };
-                m.push_marker(&text, t0 + onset / cfg.srate)?;
+            for o in &onsets {
+                m.push_marker(&o.text, t0 + o.sample / cfg.srate)?;
                 report.markers += 1;
             }
         }

@@ -12,7 +12,9 @@
 //!
 //! Files: `world.json` (`layout`, `kernel_rate_hz`, `description`), `patterns.npy`
 //! float32 `[D, channels]` in SI units (T, T/m) per unit feature, `kernels.npy` float32
-//! `[D, K]` sampled at `kernel_rate_hz` from the onset.
+//! `[D, K]` sampled at `kernel_rate_hz` from the onset, and optionally `features.npy`
+//! float32 `[N, D]`: the features each gallery image drives (row i = line i of
+//! `gallery/ids.txt`); without it the drive is the gallery embedding itself.
 
 use std::path::Path;
 
@@ -30,6 +32,8 @@ pub struct EvokedWorld {
     pub kernel_len: usize,
     pub kernel_rate: f64,
     pub stimuli: Gallery,
+    /// `[N, D]` drive per stimulus.
+    pub features: Vec<f32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -59,10 +63,24 @@ impl EvokedWorld {
         let patterns = npy::read(&dir.join("patterns.npy"))?;
         let kernels = npy::read(&dir.join("kernels.npy"))?;
         let stimuli = Gallery::load(&model_dir.join("gallery"))?;
+        let features = match npy::read(&dir.join("features.npy")) {
+            Ok(f) => {
+                anyhow::ensure!(
+                    f.shape == [stimuli.len(), patterns.shape[0]],
+                    "features.npy has shape {:?}; expected [{}, {}]",
+                    f.shape,
+                    stimuli.len(),
+                    patterns.shape[0]
+                );
+                f.data
+            }
+            Err(npy::NpyError::Io { .. }) => stimuli.embeddings.clone(),
+            Err(e) => return Err(e.into()),
+        };
         anyhow::ensure!(patterns.shape.len() == 2 && kernels.shape.len() == 2, "world arrays must be 2-D");
         let (d, c) = (patterns.shape[0], patterns.shape[1]);
         anyhow::ensure!(kernels.shape[0] == d, "kernels.npy has {} rows, patterns.npy {}", kernels.shape[0], d);
-        anyhow::ensure!(stimuli.dim == d, "gallery dim {} differs from world latent dim {}", stimuli.dim, d);
+        anyhow::ensure!(features.len() == stimuli.len() * d, "stimulus features do not match the world's {d} latent dims");
         Ok(Self {
             layout: meta.layout,
             latent_dim: d,
@@ -72,6 +90,7 @@ impl EvokedWorld {
             kernels: kernels.data,
             kernel_rate: meta.kernel_rate_hz,
             stimuli,
+            features,
         })
     }
 
@@ -106,7 +125,7 @@ impl EvokedWorld {
                     continue;
                 }
                 let frac = (pos - k0 as f64) as f32;
-                let f = self.stimuli.embedding(a.stimulus);
+                let f = &self.features[a.stimulus * d..(a.stimulus + 1) * d];
                 for (j, dv) in drive.iter_mut().enumerate().take(d) {
                     let k = &self.kernels[j * self.kernel_len..];
                     *dv = gain * f[j] * (k[k0] * (1.0 - frac) + k[k0 + 1] * frac);

@@ -1,0 +1,186 @@
+//! [`ModelContract`]: what an encoder needs fed, read from its ONNX `metadata_props`.
+//!
+//! The keys are documented in models/README.md and written by models/contract.py.
+//! Everything the service does to a window before the encoder sees it comes from here, so
+//! a lab's own exported model brings its own preprocessing.
+
+use std::collections::HashMap;
+
+/// How per-channel robust scaling is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScalerSpec {
+    /// Center and scale per channel, fixed at training time.
+    Fixed { center: Vec<f32>, scale: Vec<f32> },
+    /// Fit median / IQR on the first N seconds of the session.
+    FitSeconds(f64),
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelContract {
+    pub name: String,
+    pub description: String,
+    pub sample_rate: f64,
+    pub window_samples: usize,
+    /// Window start relative to the decoded instant (e.g. -0.5 s: onset at +0.5 s).
+    pub window_start_s: f64,
+    pub channel_names: Vec<String>,
+    pub highpass_hz: Option<f64>,
+    pub lowpass_hz: Option<f64>,
+    pub filter_order: usize,
+    pub notch_hz: Vec<f64>,
+    pub notch_q: f64,
+    /// Baseline interval relative to the decoded instant.
+    pub baseline_s: (f64, f64),
+    pub scaler: ScalerSpec,
+    pub clamp: Option<f32>,
+    pub embedding_space: String,
+    pub embedding_dim: usize,
+    pub subjects: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ContractError {
+    #[error("model metadata lacks '{0}' (see models/README.md for the contract; models/contract.py writes it)")]
+    Missing(&'static str),
+    #[error("model metadata '{key}' = '{value}' is invalid: {why}")]
+    Invalid { key: &'static str, value: String, why: String },
+}
+
+fn get<'a>(m: &'a HashMap<String, String>, key: &'static str) -> Result<&'a str, ContractError> {
+    m.get(key).map(String::as_str).ok_or(ContractError::Missing(key))
+}
+
+fn parse<T: std::str::FromStr>(m: &HashMap<String, String>, key: &'static str) -> Result<T, ContractError> {
+    let v = get(m, key)?;
+    v.trim().parse().map_err(|_| ContractError::Invalid { key, value: v.into(), why: "not a number".into() })
+}
+
+fn json<T: serde::de::DeserializeOwned>(m: &HashMap<String, String>, key: &'static str) -> Result<T, ContractError> {
+    let v = get(m, key)?;
+    serde_json::from_str(v).map_err(|e| ContractError::Invalid { key, value: v.chars().take(80).collect(), why: e.to_string() })
+}
+
+fn opt<T: std::str::FromStr>(m: &HashMap<String, String>, key: &'static str) -> Result<Option<T>, ContractError> {
+    match m.get(key).map(|s| s.trim()) {
+        None | Some("") | Some("none") | Some("None") => Ok(None),
+        Some(_) => parse(m, key).map(Some),
+    }
+}
+
+impl ModelContract {
+    pub fn from_metadata(m: &HashMap<String, String>) -> Result<Self, ContractError> {
+        let version = get(m, "meg_decoder.contract")?;
+        if version != "1" {
+            return Err(ContractError::Invalid {
+                key: "meg_decoder.contract",
+                value: version.into(),
+                why: "this meg-decoder reads contract version 1".into(),
+            });
+        }
+        let channel_names: Vec<String> = json(m, "channel_names")?;
+        let n = channel_names.len();
+        let scaler = match get(m, "scaler")? {
+            "fixed" => {
+                let center: Vec<f32> = json(m, "scaler_center")?;
+                let scale: Vec<f32> = json(m, "scaler_scale")?;
+                if center.len() != n || scale.len() != n {
+                    return Err(ContractError::Invalid {
+                        key: "scaler_center",
+                        value: format!("{} / {} values", center.len(), scale.len()),
+                        why: format!("need one center and one scale per channel ({n})"),
+                    });
+                }
+                if scale.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
+                    return Err(ContractError::Invalid {
+                        key: "scaler_scale",
+                        value: "…".into(),
+                        why: "scales must be positive".into(),
+                    });
+                }
+                ScalerSpec::Fixed { center, scale }
+            }
+            "none" => ScalerSpec::None,
+            s if s.starts_with("fit:") => ScalerSpec::FitSeconds(s[4..].parse().map_err(|_| ContractError::Invalid {
+                key: "scaler",
+                value: s.into(),
+                why: "expected fit:<seconds>".into(),
+            })?),
+            other => {
+                return Err(ContractError::Invalid {
+                    key: "scaler",
+                    value: other.into(),
+                    why: "expected 'fixed', 'none' or 'fit:<seconds>'".into(),
+                })
+            }
+        };
+        let baseline: Vec<f64> = json(m, "baseline_s")?;
+        if baseline.len() != 2 {
+            return Err(ContractError::Invalid { key: "baseline_s", value: format!("{baseline:?}"), why: "need [start, end]".into() });
+        }
+        let c = Self {
+            name: get(m, "name")?.to_string(),
+            description: m.get("description").cloned().unwrap_or_default(),
+            sample_rate: parse(m, "sample_rate_hz")?,
+            window_samples: parse(m, "window_samples")?,
+            window_start_s: parse(m, "window_start_s")?,
+            channel_names,
+            highpass_hz: opt(m, "highpass_hz")?,
+            lowpass_hz: opt(m, "lowpass_hz")?,
+            filter_order: opt(m, "filter_order")?.unwrap_or(4),
+            notch_hz: if m.contains_key("notch_hz") { json(m, "notch_hz")? } else { Vec::new() },
+            notch_q: opt(m, "notch_q")?.unwrap_or(30.0),
+            baseline_s: (baseline[0], baseline[1]),
+            scaler,
+            clamp: opt(m, "clamp")?,
+            embedding_space: get(m, "embedding_space")?.to_string(),
+            embedding_dim: parse(m, "embedding_dim")?,
+            subjects: opt(m, "subjects")?.unwrap_or(1),
+        };
+        if c.sample_rate <= 0.0 || c.window_samples == 0 || n == 0 || c.embedding_dim == 0 {
+            return Err(ContractError::Invalid {
+                key: "sample_rate_hz",
+                value: format!("{} Hz, {} samples, {n} channels, dim {}", c.sample_rate, c.window_samples, c.embedding_dim),
+                why: "rate, window, channels and embedding dim must all be positive".into(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Window length in seconds.
+    pub fn window_s(&self) -> f64 {
+        self.window_samples as f64 / self.sample_rate
+    }
+
+    /// Baseline interval as sample indices into the window.
+    pub fn baseline_samples(&self) -> (usize, usize) {
+        let idx = |t: f64| (((t - self.window_start_s) * self.sample_rate).round().max(0.0) as usize).min(self.window_samples);
+        (idx(self.baseline_s.0), idx(self.baseline_s.1))
+    }
+
+    /// A one-paragraph human summary.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s), band {}-{} Hz{}, baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
+            self.name,
+            self.channel_names.len(),
+            self.sample_rate,
+            self.window_samples,
+            self.window_start_s,
+            self.window_start_s + (self.window_samples as f64 - 1.0) / self.sample_rate,
+            self.highpass_hz.map_or("DC".into(), |v| v.to_string()),
+            self.lowpass_hz.map_or("Nyquist".into(), |v| v.to_string()),
+            if self.notch_hz.is_empty() { String::new() } else { format!(", notch {:?} Hz", self.notch_hz) },
+            self.baseline_s.0,
+            self.baseline_s.1,
+            match &self.scaler {
+                ScalerSpec::Fixed { .. } => "fixed".to_string(),
+                ScalerSpec::FitSeconds(s) => format!("fit on first {s} s"),
+                ScalerSpec::None => "none".into(),
+            },
+            self.clamp.map_or("none".into(), |v| v.to_string()),
+            self.embedding_space,
+            self.embedding_dim
+        )
+    }
+}

@@ -1,0 +1,242 @@
+//! [`DecoderCore`]: the decoding pipeline as a pure function of its input: stream samples
+//! (with timestamps, segments and flags) and markers in, [`Decoding`]s out. The live
+//! pipeline feeds it from the ring buffer; `replay --offline` feeds it from a file; both
+//! get the same decodings for the same data, whatever the chunking.
+
+use std::sync::Arc;
+
+use super::decoding::{DecodeMode, Decoding, MarkerRef, PipelineStats, SkipReason};
+use super::preprocess::{ChannelMap, MappingError, Preprocessor};
+use super::window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};
+use crate::ingest::{Marker, StreamDescription};
+use crate::model::{Encoder, Gallery, ModelContract, ModelError};
+
+/// What to do with windows that contain repaired NaN/Inf samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    /// Do not decode them (counted as skipped).
+    #[default]
+    Skip,
+    /// Decode them with the NaN/Inf values held at the last finite value (flagged).
+    Repair,
+}
+
+/// Pipeline settings that are not part of the model contract.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PipelineConfig {
+    /// Continuous decoding every `hop_s` seconds (None = off).
+    pub hop_s: Option<f64>,
+    /// Decode windows locked to markers.
+    pub event_locked: bool,
+    /// Gallery hits per decoding.
+    pub top_k: usize,
+    pub non_finite: NonFinitePolicy,
+    /// Seconds of model-rate data kept for late markers.
+    pub buffer_s: f64,
+    /// Subject index passed to models with a `subject` input.
+    pub subject: i64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { hop_s: Some(0.025), event_locked: true, top_k: 5, non_finite: NonFinitePolicy::Skip, buffer_s: 10.0, subject: 0 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("gallery embeddings have dimension {gallery} but the encoder outputs {encoder}; use the gallery built for this model's embedding space ({space})")]
+    GalleryDim { gallery: usize, encoder: usize, space: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub struct DecoderCore {
+    contract: ModelContract,
+    config: PipelineConfig,
+    pre: Preprocessor,
+    buf: ModelRateBuffer,
+    scheduler: WindowScheduler,
+    assembler: WindowAssembler,
+    encoder: Encoder,
+    gallery: Option<Arc<Gallery>>,
+    scores: Vec<f32>,
+    embedding: Vec<f32>,
+    segment: Option<u32>,
+    requests: Vec<Result<WindowRequest, Skipped>>,
+    sequence: u64,
+    stats: Arc<PipelineStats>,
+}
+
+impl DecoderCore {
+    pub fn new(
+        encoder: Encoder,
+        gallery: Option<Arc<Gallery>>,
+        stream: &StreamDescription,
+        config: PipelineConfig,
+    ) -> Result<Self, PipelineError> {
+        let contract = encoder.contract().clone();
+        if let Some(g) = &gallery {
+            if g.dim != contract.embedding_dim {
+                return Err(PipelineError::GalleryDim {
+                    gallery: g.dim,
+                    encoder: contract.embedding_dim,
+                    space: contract.embedding_space.clone(),
+                });
+            }
+        }
+        if config.hop_s.is_some_and(|h| h <= 0.0 || !h.is_finite()) {
+            return Err(PipelineError::Config(format!("hop must be a positive number of seconds, got {:?}", config.hop_s)));
+        }
+        if config.buffer_s < contract.window_s() + 1.0 {
+            return Err(PipelineError::Config(format!(
+                "the window ({:.2} s) does not fit in the {:.1} s buffer; raise the buffer to at least {:.1} s",
+                contract.window_s(),
+                config.buffer_s,
+                contract.window_s() + 1.0
+            )));
+        }
+        let labels = stream.labels();
+        let units: Vec<String> = stream.channels.iter().map(|c| c.unit.clone()).collect();
+        let map = ChannelMap::new(&contract.channel_names, &labels, &units)?;
+        let pre = Preprocessor::new(&contract, map, stream.nominal_srate)?;
+        let c = contract.channel_names.len();
+        let capacity = (config.buffer_s * contract.sample_rate).ceil() as usize;
+        Ok(Self {
+            buf: ModelRateBuffer::new(c, capacity),
+            scheduler: WindowScheduler::new(&contract, config.hop_s, config.event_locked),
+            assembler: WindowAssembler::new(&contract),
+            scores: vec![0.0; gallery.as_ref().map_or(0, |g| g.len())],
+            embedding: vec![0.0; contract.embedding_dim],
+            requests: Vec::with_capacity(64),
+            segment: None,
+            sequence: 0,
+            stats: Arc::new(PipelineStats::default()),
+            gallery,
+            encoder,
+            pre,
+            contract,
+            config,
+        })
+    }
+
+    pub fn contract(&self) -> &ModelContract {
+        &self.contract
+    }
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+    pub fn stats(&self) -> &Arc<PipelineStats> {
+        &self.stats
+    }
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+    /// Seconds from an input sample to the earliest decoding that can include it.
+    pub fn preprocessing_latency_s(&self) -> f64 {
+        self.pre.latency_s()
+    }
+
+    pub fn push_marker(&mut self, m: Marker) {
+        self.scheduler.add_marker(m);
+    }
+
+    /// Feeds stream samples (sample-major rows with every stream channel; NaN/Inf values
+    /// are found and repaired here) and decodes
+    /// every window they complete. `now` gives the emission time (local LSL clock).
+    pub fn push_samples(
+        &mut self,
+        rows: &[f32],
+        timestamps: &[f64],
+        segments: &[u32],
+        now: &dyn Fn() -> f64,
+        emit: &mut dyn FnMut(Decoding),
+    ) {
+        let width = rows.len() / timestamps.len().max(1);
+        for (i, row) in rows.chunks_exact(width.max(1)).enumerate() {
+            let seg = segments[i];
+            if self.segment != Some(seg) {
+                if self.segment.is_some() {
+                    self.pre.reset();
+                }
+                self.segment = Some(seg);
+            }
+            let Self { pre, buf, assembler, scheduler, requests, .. } = self;
+            pre.push(row, timestamps[i], |s| {
+                buf.push(s.row, s.timestamp, seg, s.repaired);
+                assembler.observe(s.row);
+                if let Some(r) = scheduler.continuous(buf) {
+                    requests.push(r);
+                }
+            });
+        }
+        self.stats.repaired_samples.store(self.pre.repaired_samples, std::sync::atomic::Ordering::Relaxed);
+        self.poll(now, emit);
+    }
+
+    /// Decodes whatever windows are ready (also after markers arrived late).
+    pub fn poll(&mut self, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
+        self.scheduler.ready_epochs(&self.buf, &mut self.requests);
+        let mut requests = std::mem::take(&mut self.requests);
+        for r in requests.drain(..) {
+            match r {
+                Ok(w) => self.decode(w, now, emit),
+                Err(s) => {
+                    self.stats.skip(s.reason);
+                    if let Some(m) = s.marker {
+                        tracing::warn!("marker '{}' at {:.3} not decoded: {:?}", m.text, m.timestamp, s.reason);
+                    }
+                }
+            }
+        }
+        self.requests = requests;
+    }
+
+    fn decode(&mut self, w: WindowRequest, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
+        let len = self.contract.window_samples as u64;
+        if !self.assembler.ready() {
+            return self.stats.skip(SkipReason::ScalerWarmup);
+        }
+        if w.start < self.buf.oldest() {
+            return self.stats.skip(SkipReason::TooLate);
+        }
+        let repaired = self.buf.any_repaired(w.start, w.start + len);
+        if repaired && self.config.non_finite == NonFinitePolicy::Skip {
+            return self.stats.skip(SkipReason::NonFinite);
+        }
+        self.assembler.assemble(&self.buf, w.start);
+        let t = std::time::Instant::now();
+        if let Err(e) = self.encoder.encode(&self.assembler.window, self.config.subject, &mut self.embedding) {
+            tracing::error!("{e}");
+            return self.stats.skip(SkipReason::EncoderError);
+        }
+        let encoder_s = t.elapsed().as_secs_f64();
+        let top_k = match &self.gallery {
+            Some(g) => g.top_k(&self.embedding, self.config.top_k, &mut self.scores),
+            None => Vec::new(),
+        };
+        let window_end = self.buf.timestamp(w.start + len - 1);
+        let decoded_at = now();
+        let d = Decoding {
+            sequence: self.sequence,
+            mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
+            marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
+            window_start: self.buf.timestamp(w.start),
+            window_end,
+            decoded_at,
+            latency_s: decoded_at - window_end,
+            encoder_s,
+            embedding: self.embedding.clone(),
+            top_k,
+            repaired,
+        };
+        self.sequence += 1;
+        self.stats.record(&d);
+        emit(d);
+    }
+}

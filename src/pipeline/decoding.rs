@@ -1,0 +1,128 @@
+//! [`Decoding`]: what the pipeline says about one window, and the live counters
+//! ([`PipelineStats`]) of what it decoded and skipped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::model::Hit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeMode {
+    /// Every hop, the window ending at the newest sample.
+    Continuous,
+    /// Locked to a stimulus marker.
+    EventLocked,
+}
+
+/// The marker an event-locked decoding belongs to.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MarkerRef {
+    pub text: String,
+    /// Local LSL clock.
+    pub timestamp: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Decoding {
+    pub sequence: u64,
+    pub mode: DecodeMode,
+    pub marker: Option<MarkerRef>,
+    /// First and last sample of the window, local LSL clock (seconds).
+    pub window_start: f64,
+    pub window_end: f64,
+    /// When the decoding was emitted, local LSL clock.
+    pub decoded_at: f64,
+    /// `decoded_at - window_end`.
+    pub latency_s: f64,
+    /// Time spent in the encoder's `run`.
+    pub encoder_s: f64,
+    pub embedding: Vec<f32>,
+    pub top_k: Vec<Hit>,
+    /// A NaN/Inf sample was repaired inside this window.
+    pub repaired: bool,
+}
+
+/// Why a window was not decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The window spans a gap, clock reset or reconnect.
+    CrossesGap,
+    /// NaN/Inf samples inside, and the policy is to skip.
+    NonFinite,
+    /// The scaler is still fitting on the first seconds of the session.
+    ScalerWarmup,
+    /// The marker's window had already left the buffer.
+    TooLate,
+    /// The encoder failed.
+    EncoderError,
+}
+
+pub const SKIP_REASONS: [SkipReason; 5] =
+    [SkipReason::CrossesGap, SkipReason::NonFinite, SkipReason::ScalerWarmup, SkipReason::TooLate, SkipReason::EncoderError];
+
+/// Counters and recent latencies, shared lock-free (the latency log takes an uncontended
+/// lock once per decoding, never per sample).
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub decoded: AtomicU64,
+    pub decoded_event_locked: AtomicU64,
+    skipped: [AtomicU64; 5],
+    pub repaired_samples: AtomicU64,
+    pub overruns: AtomicU64,
+    recent: Mutex<VecDeque<(f32, f32)>>,
+}
+
+/// Percentiles of recent latencies (milliseconds).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub encoder_p50_ms: f64,
+    pub encoder_p99_ms: f64,
+}
+
+impl PipelineStats {
+    pub fn skip(&self, r: SkipReason) {
+        self.skipped[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn skipped(&self, r: SkipReason) -> u64 {
+        self.skipped[r as usize].load(Ordering::Relaxed)
+    }
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+    pub fn record(&self, d: &Decoding) {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        if d.mode == DecodeMode::EventLocked {
+            self.decoded_event_locked.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() == 2048 {
+            r.pop_front();
+        }
+        r.push_back((d.latency_s as f32, d.encoder_s as f32));
+    }
+
+    pub fn latency(&self) -> LatencySummary {
+        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lat: Vec<f32> = r.iter().map(|v| v.0).collect();
+        let mut enc: Vec<f32> = r.iter().map(|v| v.1).collect();
+        drop(r);
+        lat.sort_by(f32::total_cmp);
+        enc.sort_by(f32::total_cmp);
+        let pct = |v: &[f32], p: f64| if v.is_empty() { 0.0 } else { f64::from(v[((v.len() - 1) as f64 * p).round() as usize]) * 1e3 };
+        LatencySummary {
+            count: lat.len(),
+            p50_ms: pct(&lat, 0.5),
+            p90_ms: pct(&lat, 0.9),
+            p99_ms: pct(&lat, 0.99),
+            encoder_p50_ms: pct(&enc, 0.5),
+            encoder_p99_ms: pct(&enc, 0.99),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The decoding pipeline: ring buffer -> preprocess -> windows -> encoder -> retrieval.
+//!
+//! ```text
+//! RingBuffer ─▶ Preprocessor ─▶ ModelRateBuffer ─▶ WindowScheduler ─▶ WindowAssembler ─▶ Encoder ─▶ Gallery.top_k ─▶ Decoding
+//! (stream rate)  pick, SI units,   (model rate,       continuous hop,     [C, T], scale,      (ONNX       cosine            ─▶ sinks
+//!                NaN hold, SOS,     segments)          event-locked        baseline, clamp     Runtime)
+//!                resample
+//! ```
+//!
+//! [`DecoderCore`] is the whole chain as a deterministic function of its input;
+//! [`LivePipeline`] runs it on its own thread against the ring buffer and the marker
+//! channel, and [`ImageWorker`] draws images apart from it, always on the newest
+//! embedding, so generation never delays the embedding stream.
+
+mod core;
+mod decoding;
+mod live;
+mod preprocess;
+mod window;
+
+pub use self::core::{DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
+pub use decoding::{DecodeMode, Decoding, LatencySummary, MarkerRef, PipelineStats, SkipReason, SKIP_REASONS};
+pub use live::{GeneratedImage, ImageWorker, LivePipeline};
+pub use preprocess::{design_filters, unit_to_si, ChannelMap, MappingError, ModelSample, Preprocessor};
+pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

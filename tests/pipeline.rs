@@ -1,0 +1,174 @@
+//! The decoding pipeline with the real demo model through ONNX Runtime: chunking
+//! invariance, decoding accuracy on simulated stimuli, the committed models' reference
+//! outputs, and each bad input's error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use meg_decoder::ingest::Marker;
+use meg_decoder::model::{npy, Encoder, EncoderOptions, Gallery, ModelDir, ModelError};
+use meg_decoder::pipeline::{DecodeMode, DecoderCore, Decoding, NonFinitePolicy, PipelineConfig, PipelineError, SkipReason};
+use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig};
+
+fn demo() -> PathBuf {
+    common::repo().join("models/demo")
+}
+
+fn encoder() -> Encoder {
+    Encoder::load(&demo().join("encoder.onnx"), &EncoderOptions::default()).unwrap()
+}
+
+fn gallery() -> Arc<Gallery> {
+    Arc::new(Gallery::load(&demo().join("gallery")).unwrap())
+}
+
+fn sim_config(seed: u64) -> SimulatorConfig {
+    SimulatorConfig {
+        world: Some(Arc::new(EvokedWorld::load(&demo()).unwrap())),
+        seed,
+        srate: 1000.0,
+        ..Default::default()
+    }
+}
+
+/// Runs the core over `rows` in chunks of `chunk` samples.
+fn decode(cfg: &SimulatorConfig, rows: &[f32], ts: &[f64], markers: &[Marker], chunk: usize, pc: PipelineConfig) -> (Vec<Decoding>, DecoderCore) {
+    let mut core = DecoderCore::new(encoder(), Some(gallery()), &simulate::stream_description(cfg), pc).unwrap();
+    let c = 306;
+    let seg = vec![0u32; ts.len()];
+    let mut out = Vec::new();
+    let mut next_marker = 0;
+    for start in (0..ts.len()).step_by(chunk) {
+        let end = (start + chunk).min(ts.len());
+        // Markers arrive when their onset has been sampled, as from a live marker stream.
+        while next_marker < markers.len() && markers[next_marker].timestamp <= ts[end - 1] {
+            core.push_marker(markers[next_marker].clone());
+            next_marker += 1;
+        }
+        core.push_samples(&rows[start * c..end * c], &ts[start..end], &seg[start..end], &|| 0.0, &mut |d| out.push(d));
+    }
+    (out, core)
+}
+
+#[test]
+fn same_decodings_whatever_the_chunking() {
+    let cfg = sim_config(3);
+    let (rows, ts, markers) = simulate::render(&cfg, 8.0, 100.0).unwrap();
+    let pc = PipelineConfig { hop_s: Some(0.1), ..Default::default() };
+    let (reference, _) = decode(&cfg, &rows, &ts, &markers, 250, pc.clone());
+    assert!(reference.iter().filter(|d| d.mode == DecodeMode::Continuous).count() > 50);
+    assert!(reference.iter().filter(|d| d.mode == DecodeMode::EventLocked).count() >= 6);
+    for chunk in [1, 7] {
+        let (got, _) = decode(&cfg, &rows, &ts, &markers, chunk, pc.clone());
+        assert_eq!(got.len(), reference.len(), "chunk {chunk}: number of decodings");
+        // Event-locked decodings are emitted when complete; compare by window.
+        let key = |d: &Decoding| (d.mode == DecodeMode::EventLocked, (d.window_start * 1e6).round() as i64);
+        let mut a: Vec<&Decoding> = got.iter().collect();
+        let mut b: Vec<&Decoding> = reference.iter().collect();
+        a.sort_by_key(|d| key(d));
+        b.sort_by_key(|d| key(d));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.mode, y.mode);
+            assert_eq!(x.marker, y.marker);
+            assert!((x.window_start - y.window_start).abs() < 1e-9);
+            let err = x.embedding.iter().zip(&y.embedding).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(err < 1e-5, "chunk {chunk}: embedding differs by {err}");
+        }
+    }
+}
+
+#[test]
+fn event_locked_decodings_retrieve_the_shown_images() {
+    let cfg = sim_config(11);
+    let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
+    let pc = PipelineConfig { hop_s: None, ..Default::default() };
+    let (out, core) = decode(&cfg, &rows, &ts, &markers, 100, pc);
+    let locked: Vec<&Decoding> = out.iter().filter(|d| d.mode == DecodeMode::EventLocked).collect();
+    assert!(locked.len() >= 38, "only {} event-locked decodings", locked.len());
+    let hit = |k: usize| locked.iter().filter(|d| d.top_k.iter().take(k).any(|h| Some(&h.image_id) == d.marker.as_ref().map(|m| &m.text))).count() as f64 / locked.len() as f64;
+    let (top1, top5) = (hit(1), hit(5));
+    eprintln!("offline: top-1 {top1:.2}, top-5 {top5:.2} over {} stimuli (240 images: chance 0.004 / 0.021)", locked.len());
+    assert!(top5 > 0.4, "top-5 {top5}");
+    // The window is -0.5..+1.0 s around the onset.
+    let d = locked[0];
+    let onset = d.marker.as_ref().unwrap().timestamp;
+    assert!((d.window_start - (onset - 0.5)).abs() < 0.005, "{} vs {}", d.window_start, onset - 0.5);
+    assert!((d.window_end - (onset + 1.0)).abs() < 0.005);
+    assert_eq!(core.stats().skipped_total(), 0);
+}
+
+#[test]
+fn committed_models_reproduce_reference_outputs() {
+    let dir = ModelDir::open(&demo()).unwrap();
+    let mut enc = encoder();
+    let input = npy::read(&demo().join("reference_input.npy")).unwrap();
+    let want = npy::read(&demo().join("reference_output.npy")).unwrap();
+    let mut got = vec![0.0; want.data.len()];
+    enc.encode(&input.data, 0, &mut got).unwrap();
+    let err = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(err < 1e-4, "encoder output differs from the reference by {err}");
+    let c = enc.contract();
+    assert_eq!((c.sample_rate, c.window_samples, c.channel_names.len(), c.embedding_dim), (120.0, 181, 306, 32));
+    let mut generator = meg_decoder::model::Generator::load(dir.generator.as_ref().unwrap(), 32, &EncoderOptions::default()).unwrap();
+    let png = generator.generate_png(&got).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/paper/encoder.onnx");
+    if paper.exists() {
+        let p = Encoder::load(&paper, &EncoderOptions { warmup_runs: 1, ..Default::default() }).unwrap();
+        assert_eq!(p.contract().window_samples, 181);
+    }
+}
+
+#[test]
+fn nan_windows_are_skipped_or_repaired_by_policy() {
+    let cfg = sim_config(5);
+    let (mut rows, ts, markers) = simulate::render(&cfg, 5.0, 10.0).unwrap();
+    for v in &mut rows[3000 * 306..3000 * 306 + 500] {
+        *v = f32::NAN;
+    }
+    let pc = PipelineConfig { hop_s: Some(0.1), ..Default::default() };
+    let (skip, core) = decode(&cfg, &rows, &ts, &markers, 50, pc.clone());
+    assert!(core.stats().skipped(SkipReason::NonFinite) > 5);
+    assert!(skip.iter().all(|d| !d.repaired && d.embedding.iter().all(|v| v.is_finite())));
+    let (repair, core) = decode(&cfg, &rows, &ts, &markers, 50, PipelineConfig { non_finite: NonFinitePolicy::Repair, ..pc });
+    assert_eq!(core.stats().skipped(SkipReason::NonFinite), 0);
+    assert!(repair.iter().filter(|d| d.repaired).count() > 5);
+    assert!(repair.iter().all(|d| d.embedding.iter().all(|v| v.is_finite())));
+}
+
+#[test]
+fn bad_inputs_give_errors_that_name_the_fix() {
+    // A CTF stream for a Neuromag model: the missing channels are listed.
+    let ctf = SimulatorConfig { layout: LayoutKind::Ctf272, ..Default::default() };
+    let err = DecoderCore::new(encoder(), None, &simulate::stream_description(&ctf), PipelineConfig::default()).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, PipelineError::Mapping(_)) && msg.contains("306") && msg.contains("MEG0113"), "{msg}");
+    // A stream slower than the model.
+    let slow = SimulatorConfig { srate: 100.0, ..Default::default() };
+    let msg = DecoderCore::new(encoder(), None, &simulate::stream_description(&slow), PipelineConfig::default()).err().unwrap().to_string();
+    assert!(msg.contains("120 Hz") && msg.contains("100 Hz"), "{msg}");
+    // A window longer than the buffer.
+    let pc = PipelineConfig { buffer_s: 1.0, ..Default::default() };
+    let msg = DecoderCore::new(encoder(), None, &simulate::stream_description(&SimulatorConfig::default()), pc).err().unwrap().to_string();
+    assert!(msg.contains("buffer"), "{msg}");
+    // A gallery of another embedding space.
+    let g = Arc::new(Gallery::from_parts(vec!["a".into()], 8, vec![1.0; 8], None));
+    let msg = DecoderCore::new(encoder(), Some(g), &simulate::stream_description(&SimulatorConfig::default()), PipelineConfig::default()).err().unwrap().to_string();
+    assert!(msg.contains("dimension 8") && msg.contains("32"), "{msg}");
+    // A corrupt ONNX file.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("encoder.onnx");
+    let mut bytes = std::fs::read(demo().join("encoder.onnx")).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = Encoder::load(&bad, &EncoderOptions::default()).err().unwrap();
+    assert!(matches!(err, ModelError::Corrupt { .. }), "{err}");
+    // An ONNX model without the contract (the generator).
+    let err = Encoder::load(&demo().join("generator.onnx"), &EncoderOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("meg_decoder.contract") && err.to_string().contains("models/README.md"), "{err}");
+    // A missing model directory.
+    let err = ModelDir::open(Path::new("/nonexistent/model")).err().unwrap();
+    assert!(err.to_string().contains("encoder.onnx"), "{err}");
+}
