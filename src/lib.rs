@@ -8,3 +8,5 @@ pub mod lsl;
 pub mod model;
 pub mod simulate;
 pub mod pipeline;
+pub mod record;
+pub mod server;

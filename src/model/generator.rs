@@ -27,6 +27,11 @@ impl Generator {
 
     /// Runs the generator on one embedding and returns PNG bytes.
     pub fn generate_png(&mut self, embedding: &[f32]) -> Result<Vec<u8>, ModelError> {
+        self.generate(embedding)?.to_png().map_err(ModelError::Run)
+    }
+
+    /// Runs the generator on one embedding.
+    pub fn generate(&mut self, embedding: &[f32]) -> Result<RgbImage, ModelError> {
         let run = |e: ort::Error| ModelError::Run(e.to_string());
         let input = TensorRef::from_array_view(([1usize, self.dim], embedding)).map_err(run)?;
         let outputs = self.session.run(ort::inputs!["embedding" => input]).map_err(run)?;
@@ -41,7 +46,36 @@ impl Generator {
                 rgb[i * 3 + c] = (img[c * h * w + i].clamp(0.0, 1.0) * 255.0).round() as u8;
             }
         }
-        encode_png(&rgb, w as u32, h as u32).map_err(ModelError::Run)
+        Ok(RgbImage { width: w as u32, height: h as u32, rgb })
+    }
+}
+
+/// 8-bit RGB pixels, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+impl RgbImage {
+    pub fn to_png(&self) -> Result<Vec<u8>, String> {
+        encode_png(&self.rgb, self.width, self.height)
+    }
+
+    /// Nearest-neighbour scaling to `size` x `size`.
+    pub fn resized(&self, size: u32) -> RgbImage {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let n = size as usize;
+        let mut rgb = vec![0u8; n * n * 3];
+        for y in 0..n {
+            let sy = y * h / n;
+            for x in 0..n {
+                let sx = x * w / n;
+                rgb[(y * n + x) * 3..(y * n + x) * 3 + 3].copy_from_slice(&self.rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
+            }
+        }
+        RgbImage { width: size, height: size, rgb }
     }
 }
 

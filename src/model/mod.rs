@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub use contract::{ContractError, ModelContract, ScalerSpec};
 pub use encoder::{Encoder, EncoderOptions, ExecutionProvider, ModelError};
 pub use gallery::{Gallery, Hit};
-pub use generator::{encode_png, Generator};
+pub use generator::{encode_png, Generator, RgbImage};
 pub use runtime::environment as onnx_runtime;
 
 /// The files of a model directory.

@@ -12,7 +12,7 @@ use super::core::DecoderCore;
 use super::decoding::{Decoding, PipelineStats};
 use crate::ingest::{Marker, ReadError, RingBuffer};
 use crate::lsl;
-use crate::model::Generator;
+use crate::model::{Generator, RgbImage};
 
 /// Where decodings go (the hub, the recorder, a test).
 pub type DecodingSink = Box<dyn FnMut(&Arc<Decoding>) + Send>;
@@ -21,6 +21,8 @@ pub type DecodingSink = Box<dyn FnMut(&Arc<Decoding>) + Send>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedImage {
     pub sequence: u64,
+    pub image: Arc<RgbImage>,
+    /// The image as generated, PNG-encoded once for every subscriber.
     pub png: Arc<Vec<u8>>,
     /// Local LSL clock.
     pub generated_at: f64,
@@ -58,10 +60,18 @@ impl ImageWorker {
                     g.take()
                 };
                 let Some((sequence, embedding)) = job else { break };
-                match generator.generate_png(&embedding) {
-                    Ok(png) => {
+                match generator.generate(&embedding).and_then(|im| {
+                    let png = im.to_png().map_err(crate::model::ModelError::Run)?;
+                    Ok((im, png))
+                }) {
+                    Ok((image, png)) => {
                         gen2.fetch_add(1, Ordering::Relaxed);
-                        let img = GeneratedImage { sequence, png: Arc::new(png), generated_at: lsl::local_clock().unwrap_or(0.0) };
+                        let img = GeneratedImage {
+                            sequence,
+                            image: Arc::new(image),
+                            png: Arc::new(png),
+                            generated_at: lsl::local_clock().unwrap_or(0.0),
+                        };
                         sinks.iter_mut().for_each(|s| s(&img));
                     }
                     Err(e) => tracing::error!("image generation failed: {e}"),

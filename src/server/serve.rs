@@ -1,0 +1,72 @@
+//! Starting the gRPC server: bind (with a clear error if the port is taken), optional
+//! TLS, health and reflection services, graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use super::auth::BearerAuth;
+use super::proto::decoder_server::DecoderServer;
+use super::service::{DecoderService, DecoderState};
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {why}")]
+    Bind { addr: SocketAddr, why: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("gRPC server: {0}")]
+    Transport(String),
+}
+
+/// Binds now (so a taken port fails at start-up) and returns the bound address and the
+/// server future, which runs until `shutdown` resolves.
+pub async fn serve(
+    state: Arc<DecoderState>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, impl Future<Output = Result<(), ServerError>>), ServerError> {
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServerError::Bind {
+        addr: opts.listen,
+        why: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is already in use (another meg-decoder running?); choose another with --listen".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Transport(e.to_string()))?;
+    let mut builder = Server::builder();
+    if let Some(tls) = &opts.tls {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServerError::Tls(format!("reading {}: {e}", p.display())));
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<DecoderServer<DecoderService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Transport(e.to_string()))?;
+    let decoder = DecoderServer::with_interceptor(DecoderService::new(state), BearerAuth::new(opts.token));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let router = builder.add_service(health).add_service(reflection).add_service(decoder);
+    let fut = async move { router.serve_with_incoming_shutdown(incoming, shutdown).await.map_err(|e| ServerError::Transport(e.to_string())) };
+    Ok((addr, fut))
+}

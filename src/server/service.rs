@@ -1,0 +1,290 @@
+//! [`DecoderService`]: the `megdecoder.v1.Decoder` gRPC service over the hub, the live
+//! counters and the recorder.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::hub::Hub;
+use super::proto;
+use crate::ingest::{StreamDescription, StreamStats};
+use crate::model::Gallery;
+use crate::pipeline::{DecodeMode, Decoding, GeneratedImage, PipelineStats, SKIP_REASONS};
+use crate::record::{RecorderControl, RecordingLabels, RecordingState};
+
+/// A stream the decoder reads, for status.
+#[derive(Clone)]
+pub struct StreamHandle {
+    pub description: StreamDescription,
+    pub stats: Arc<StreamStats>,
+}
+
+/// The loaded model, for status.
+#[derive(Debug, Clone, Default)]
+pub struct ModelInfo {
+    pub name: String,
+    pub contract: String,
+    pub sha256: String,
+    pub embedding_space: String,
+    pub embedding_dim: usize,
+    pub generator: bool,
+}
+
+/// Everything the service reads from.
+pub struct DecoderState {
+    pub hub: Arc<Hub>,
+    pub streams: Vec<StreamHandle>,
+    pub model: ModelInfo,
+    pub pipeline: Arc<PipelineStats>,
+    pub gallery: Option<Arc<Gallery>>,
+    pub images_generated: Arc<AtomicU64>,
+    pub recorder: Option<Arc<dyn RecorderControl>>,
+}
+
+pub struct DecoderService {
+    state: Arc<DecoderState>,
+}
+
+impl DecoderService {
+    pub fn new(state: Arc<DecoderState>) -> Self {
+        Self { state }
+    }
+}
+
+/// Per-subscription queue between the hub reader task and the gRPC stream.
+const SUBSCRIBER_QUEUE: usize = 16;
+
+fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Decoding {
+    let k = if req.top_k == 0 { d.top_k.len() } else { (req.top_k as usize).min(d.top_k.len()) };
+    proto::Decoding {
+        sequence: d.sequence,
+        mode: match d.mode {
+            DecodeMode::Continuous => proto::Mode::Continuous,
+            DecodeMode::EventLocked => proto::Mode::EventLocked,
+        } as i32,
+        marker: d.marker.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
+        marker_time: d.marker.as_ref().map_or(0.0, |m| m.timestamp),
+        window_start: d.window_start,
+        window_end: d.window_end,
+        decoded_at: d.decoded_at,
+        latency_ms: d.latency_s * 1e3,
+        embedding: if req.include_embedding { d.embedding.clone() } else { Vec::new() },
+        top_k: d.top_k[..k].iter().map(|h| proto::Hit { image_id: h.image_id.clone(), score: h.score }).collect(),
+        image_png: Vec::new(),
+        image_sequence: 0,
+        missed,
+        repaired: d.repaired,
+        encoder_ms: d.encoder_s * 1e3,
+    }
+}
+
+fn validate(r: &proto::SubscribeRequest) -> Result<(), Status> {
+    if !r.max_rate_hz.is_finite() || r.max_rate_hz < 0.0 {
+        return Err(Status::invalid_argument(format!("max_rate_hz must be >= 0 (0 = no limit), got {}", r.max_rate_hz)));
+    }
+    if proto::ImageFormat::try_from(r.image_format).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "unknown image_format {}: only IMAGE_FORMAT_PNG (1) is supported",
+            r.image_format
+        )));
+    }
+    if r.image_size > 2048 {
+        return Err(Status::invalid_argument(format!("image_size {} is too large (at most 2048)", r.image_size)));
+    }
+    Ok(())
+}
+
+fn image_bytes(img: &GeneratedImage, size: u32) -> Vec<u8> {
+    if size == 0 || (size == img.image.width && size == img.image.height) {
+        return img.png.as_ref().clone();
+    }
+    img.image.resized(size).to_png().unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl proto::decoder_server::Decoder for DecoderService {
+    type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Decoding, Status>> + Send>>;
+
+    async fn subscribe(&self, request: Request<proto::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let req = request.into_inner();
+        validate(&req)?;
+        let (want_cont, want_locked) = match (req.continuous, req.event_locked) {
+            (false, false) => (true, true),
+            other => other,
+        };
+        let min_gap = (req.max_rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / req.max_rate_hz));
+        let mut sub = self.state.hub.subscribe(peer);
+        let hub = self.state.hub.clone();
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        tokio::spawn(async move {
+            let mut missed = 0u64;
+            let mut last_cont: Option<Instant> = None;
+            loop {
+                let d = tokio::select! {
+                    _ = tx.closed() => break,
+                    r = sub.decodings.recv() => match r {
+                        Ok(d) => d,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            missed += n;
+                            sub.stats.missed.fetch_add(n, Ordering::Relaxed);
+                            hub.missed_total.fetch_add(n, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                let keep = match d.mode {
+                    DecodeMode::Continuous => want_cont && min_gap.is_none_or(|g| last_cont.is_none_or(|t| t.elapsed() >= g)),
+                    DecodeMode::EventLocked => want_locked,
+                };
+                if !keep {
+                    continue;
+                }
+                if d.mode == DecodeMode::Continuous {
+                    last_cont = Some(Instant::now());
+                }
+                let mut msg = to_pb(&d, &req, missed);
+                if req.include_images && sub.images.has_changed().unwrap_or(false) {
+                    if let Some(img) = sub.images.borrow_and_update().clone() {
+                        msg.image_png = image_bytes(&img, req.image_size);
+                        msg.image_sequence = img.sequence;
+                    }
+                }
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+                missed = 0;
+                sub.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            // `sub` drops here: the subscriber leaves the hub at once.
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_status(&self, _: Request<proto::GetStatusRequest>) -> Result<Response<proto::Status>, Status> {
+        let s = &self.state;
+        let lat = s.pipeline.latency();
+        let streams = s
+            .streams
+            .iter()
+            .map(|h| {
+                let st = h.stats.snapshot();
+                proto::StreamStatus {
+                    name: h.description.name.clone(),
+                    r#type: h.description.kind.clone(),
+                    source_id: h.description.source_id.clone(),
+                    channels: h.description.channel_count as u32,
+                    nominal_rate_hz: h.description.nominal_srate,
+                    measured_rate_hz: st.measured_rate_hz,
+                    lag_ms: st.lag_s * 1e3,
+                    samples: st.samples,
+                    gaps: st.gaps,
+                    missing_samples: st.missing_samples,
+                    reconnects: st.reconnects,
+                    connected: st.connected,
+                    clock_offset_ms: st.clock_offset_s * 1e3,
+                    non_finite_samples: st.non_finite_samples,
+                }
+            })
+            .collect();
+        let subscribers = s
+            .hub
+            .subscribers()
+            .iter()
+            .map(|x| proto::SubscriberStatus {
+                id: x.id,
+                peer: x.peer.clone(),
+                sent: x.sent.load(Ordering::Relaxed),
+                missed: x.missed.load(Ordering::Relaxed),
+                connected_s: x.since.elapsed().as_secs_f64(),
+            })
+            .collect();
+        let skipped_by_reason = SKIP_REASONS
+            .iter()
+            .map(|r| (serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), s.pipeline.skipped(*r)))
+            .collect();
+        Ok(Response::new(proto::Status {
+            streams,
+            model: Some(proto::ModelStatus {
+                name: s.model.name.clone(),
+                contract: s.model.contract.clone(),
+                sha256: s.model.sha256.clone(),
+                embedding_space: s.model.embedding_space.clone(),
+                embedding_dim: s.model.embedding_dim as u32,
+                gallery_images: s.gallery.as_ref().map_or(0, |g| g.len() as u32),
+                generator: s.model.generator,
+            }),
+            pipeline: Some(proto::PipelineStatus {
+                decoded: s.pipeline.decoded.load(Ordering::Relaxed),
+                decoded_event_locked: s.pipeline.decoded_event_locked.load(Ordering::Relaxed),
+                skipped: s.pipeline.skipped_total(),
+                latency_p50_ms: lat.p50_ms,
+                latency_p90_ms: lat.p90_ms,
+                latency_p99_ms: lat.p99_ms,
+                encoder_p50_ms: lat.encoder_p50_ms,
+                encoder_p99_ms: lat.encoder_p99_ms,
+                images_generated: s.images_generated.load(Ordering::Relaxed),
+                skipped_by_reason,
+            }),
+            subscribers,
+            recording: Some(recording_pb(&s.recorder.as_ref().map(|r| r.state()).unwrap_or_default())),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn start_recording(&self, request: Request<proto::StartRecordingRequest>) -> Result<Response<proto::RecordingState>, Status> {
+        let rec = self.recorder()?;
+        let r = request.into_inner();
+        let labels = RecordingLabels { subject: r.subject, session: r.session, task: r.task, run: (r.run > 0).then_some(r.run) };
+        let state = tokio::task::spawn_blocking(move || rec.start(labels))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                crate::record::RecordError::Labels(m) => Status::invalid_argument(m),
+                crate::record::RecordError::AlreadyRecording(p) => {
+                    Status::failed_precondition(format!("already recording to {p}; StopRecording first"))
+                }
+                other => Status::internal(other.to_string()),
+            })?;
+        Ok(Response::new(recording_pb(&state)))
+    }
+
+    async fn stop_recording(&self, _: Request<proto::StopRecordingRequest>) -> Result<Response<proto::RecordingState>, Status> {
+        let rec = self.recorder()?;
+        let state = tokio::task::spawn_blocking(move || rec.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(recording_pb(&state)))
+    }
+
+    async fn get_gallery_image(&self, request: Request<proto::GetGalleryImageRequest>) -> Result<Response<proto::GalleryImage>, Status> {
+        let id = request.into_inner().image_id;
+        let g = self.state.gallery.as_ref().ok_or_else(|| Status::failed_precondition("the model has no gallery"))?;
+        let i = g.index_of(&id).ok_or_else(|| Status::not_found(format!("no image '{id}' in the gallery")))?;
+        let png = g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{id}'")))?;
+        Ok(Response::new(proto::GalleryImage { image_id: id, png }))
+    }
+}
+
+impl DecoderService {
+    fn recorder(&self) -> Result<Arc<dyn RecorderControl>, Status> {
+        self.state
+            .recorder
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("recording is not configured: start `serve` with --record-dir DIR"))
+    }
+}
+
+fn recording_pb(s: &RecordingState) -> proto::RecordingState {
+    proto::RecordingState {
+        recording: s.recording,
+        path: s.path.clone(),
+        bytes_written: s.bytes_written,
+        error: s.error.clone(),
+        started_at: s.started_at,
+    }
+}
