@@ -199,7 +199,7 @@ fn rate_far_from_nominal_is_warned_with_measured_rate() {
     // Declares 1000 Hz, really sends 500 samples/s (stamped as if 1000 Hz: no gaps).
     let t0 = lsl::local_clock().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    for k in 0..130 {
+    for k in 0..230 {
         let ts: Vec<f64> = (0..25).map(|i| t0 + (k * 25 + i) as f64 / 1000.0).collect();
         outlet.push_chunk(&[0.5; 25], &ts).unwrap();
         std::thread::sleep(Duration::from_millis(50));

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use meg_decoder::ingest::Marker;
 use meg_decoder::model::{npy, Encoder, EncoderOptions, Gallery, ModelDir, ModelError};
-use meg_decoder::pipeline::{DecodeMode, DecoderCore, Decoding, NonFinitePolicy, PipelineConfig, PipelineError, SkipReason};
+use meg_decoder::pipeline::{
+    DecodeMode, DecoderCore, Decoding, NonFinitePolicy, PipelineConfig, PipelineError, SkipReason,
+};
 use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig};
 
 fn demo() -> PathBuf {
@@ -34,7 +36,14 @@ fn sim_config(seed: u64) -> SimulatorConfig {
 }
 
 /// Runs the core over `rows` in chunks of `chunk` samples.
-fn decode(cfg: &SimulatorConfig, rows: &[f32], ts: &[f64], markers: &[Marker], chunk: usize, pc: PipelineConfig) -> (Vec<Decoding>, DecoderCore) {
+fn decode(
+    cfg: &SimulatorConfig,
+    rows: &[f32],
+    ts: &[f64],
+    markers: &[Marker],
+    chunk: usize,
+    pc: PipelineConfig,
+) -> (Vec<Decoding>, DecoderCore) {
     let mut core = DecoderCore::new(encoder(), Some(gallery()), &simulate::stream_description(cfg), pc).unwrap();
     let c = 306;
     let seg = vec![0u32; ts.len()];
@@ -87,9 +96,18 @@ fn event_locked_decodings_retrieve_the_shown_images() {
     let (out, core) = decode(&cfg, &rows, &ts, &markers, 100, pc);
     let locked: Vec<&Decoding> = out.iter().filter(|d| d.mode == DecodeMode::EventLocked).collect();
     assert!(locked.len() >= 38, "only {} event-locked decodings", locked.len());
-    let hit = |k: usize| locked.iter().filter(|d| d.top_k.iter().take(k).any(|h| Some(&h.image_id) == d.marker.as_ref().map(|m| &m.text))).count() as f64 / locked.len() as f64;
+    let hit = |k: usize| {
+        locked
+            .iter()
+            .filter(|d| d.top_k.iter().take(k).any(|h| Some(&h.image_id) == d.marker.as_ref().map(|m| &m.text)))
+            .count() as f64
+            / locked.len() as f64
+    };
     let (top1, top5) = (hit(1), hit(5));
-    eprintln!("offline: top-1 {top1:.2}, top-5 {top5:.2} over {} stimuli (240 images: chance 0.004 / 0.021)", locked.len());
+    eprintln!(
+        "offline: top-1 {top1:.2}, top-5 {top5:.2} over {} stimuli (240 images: chance 0.004 / 0.021)",
+        locked.len()
+    );
     assert!(top5 > 0.4, "top-5 {top5}");
     // The window is -0.5..+1.0 s around the onset.
     let d = locked[0];
@@ -111,7 +129,8 @@ fn committed_models_reproduce_reference_outputs() {
     assert!(err < 1e-4, "encoder output differs from the reference by {err}");
     let c = enc.contract();
     assert_eq!((c.sample_rate, c.window_samples, c.channel_names.len(), c.embedding_dim), (120.0, 181, 306, 32));
-    let mut generator = meg_decoder::model::Generator::load(dir.generator.as_ref().unwrap(), 32, &EncoderOptions::default()).unwrap();
+    let mut generator =
+        meg_decoder::model::Generator::load(dir.generator.as_ref().unwrap(), 32, &EncoderOptions::default()).unwrap();
     let png = generator.generate_png(&got).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/paper/encoder.onnx");
@@ -132,7 +151,8 @@ fn nan_windows_are_skipped_or_repaired_by_policy() {
     let (skip, core) = decode(&cfg, &rows, &ts, &markers, 50, pc.clone());
     assert!(core.stats().skipped(SkipReason::NonFinite) > 5);
     assert!(skip.iter().all(|d| !d.repaired && d.embedding.iter().all(|v| v.is_finite())));
-    let (repair, core) = decode(&cfg, &rows, &ts, &markers, 50, PipelineConfig { non_finite: NonFinitePolicy::Repair, ..pc });
+    let (repair, core) =
+        decode(&cfg, &rows, &ts, &markers, 50, PipelineConfig { non_finite: NonFinitePolicy::Repair, ..pc });
     assert_eq!(core.stats().skipped(SkipReason::NonFinite), 0);
     assert!(repair.iter().filter(|d| d.repaired).count() > 5);
     assert!(repair.iter().all(|d| d.embedding.iter().all(|v| v.is_finite())));
@@ -142,20 +162,36 @@ fn nan_windows_are_skipped_or_repaired_by_policy() {
 fn bad_inputs_give_errors_that_name_the_fix() {
     // A CTF stream for a Neuromag model: the missing channels are listed.
     let ctf = SimulatorConfig { layout: LayoutKind::Ctf272, ..Default::default() };
-    let err = DecoderCore::new(encoder(), None, &simulate::stream_description(&ctf), PipelineConfig::default()).err().unwrap();
+    let err = DecoderCore::new(encoder(), None, &simulate::stream_description(&ctf), PipelineConfig::default())
+        .err()
+        .unwrap();
     let msg = err.to_string();
     assert!(matches!(err, PipelineError::Mapping(_)) && msg.contains("306") && msg.contains("MEG0113"), "{msg}");
     // A stream slower than the model.
     let slow = SimulatorConfig { srate: 100.0, ..Default::default() };
-    let msg = DecoderCore::new(encoder(), None, &simulate::stream_description(&slow), PipelineConfig::default()).err().unwrap().to_string();
+    let msg = DecoderCore::new(encoder(), None, &simulate::stream_description(&slow), PipelineConfig::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("120 Hz") && msg.contains("100 Hz"), "{msg}");
     // A window longer than the buffer.
     let pc = PipelineConfig { buffer_s: 1.0, ..Default::default() };
-    let msg = DecoderCore::new(encoder(), None, &simulate::stream_description(&SimulatorConfig::default()), pc).err().unwrap().to_string();
+    let msg = DecoderCore::new(encoder(), None, &simulate::stream_description(&SimulatorConfig::default()), pc)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("buffer"), "{msg}");
     // A gallery of another embedding space.
     let g = Arc::new(Gallery::from_parts(vec!["a".into()], 8, vec![1.0; 8], None));
-    let msg = DecoderCore::new(encoder(), Some(g), &simulate::stream_description(&SimulatorConfig::default()), PipelineConfig::default()).err().unwrap().to_string();
+    let msg = DecoderCore::new(
+        encoder(),
+        Some(g),
+        &simulate::stream_description(&SimulatorConfig::default()),
+        PipelineConfig::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(msg.contains("dimension 8") && msg.contains("32"), "{msg}");
     // A corrupt ONNX file.
     let dir = tempfile::tempdir().unwrap();

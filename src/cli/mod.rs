@@ -1,6 +1,10 @@
 //! Subcommands and the options they share.
 
+mod client;
 mod inspect;
+mod model;
+mod replay;
+mod serve;
 mod simulate;
 
 use std::path::PathBuf;
@@ -41,6 +45,16 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// List the LSL streams on the network: channels, measured rate, lag.
     InspectStream(inspect::InspectStreamArgs),
+    /// Print a model's contract and check it with a dummy window.
+    InspectModel(model::InspectModelArgs),
+    /// Decode a live MEG stream and serve the decodings over gRPC.
+    Serve(serve::ServeArgs),
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig(serve::ServeArgs),
+    /// Subscribe to a running decoder and print its decodings (console subscriber).
+    Client(client::ClientArgs),
+    /// Play an XDF recording back as LSL streams, or decode it offline.
+    Replay(replay::ReplayArgs),
 }
 
 pub fn init_logging(g: &GlobalOpts) -> anyhow::Result<()> {
@@ -70,6 +84,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Simulate(a) => simulate::run(a),
         Command::InspectStream(a) => inspect::run(a),
+        Command::InspectModel(a) => model::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::CheckConfig(a) => serve::check(a),
+        Command::Client(a) => client::run(a),
+        Command::Replay(a) => replay::run(a),
     }
 }
 

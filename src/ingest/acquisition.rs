@@ -182,7 +182,10 @@ impl Worker {
         let mut last_correction = Instant::now();
         let mut last_data = Instant::now();
         let mut lost = false;
+        // Arrival-rate measurement; the first window is skipped (it includes the backlog
+        // liblsl delivers at connect).
         let mut rate_window = (Instant::now(), 0u64);
+        let mut rate_windows = 0u32;
         let mut rate_warned = false;
 
         while !self.stop.load(Ordering::Relaxed) {
@@ -264,8 +267,11 @@ impl Worker {
             let span = now.duration_since(rate_window.0).as_secs_f64();
             if span >= 5.0 {
                 let measured = rate_window.1 as f64 / span;
-                self.stats.set_measured_rate(measured);
-                if (measured / self.srate - 1.0).abs() > 0.1 && !rate_warned {
+                rate_windows += 1;
+                if rate_windows > 1 {
+                    self.stats.set_measured_rate(measured);
+                }
+                if rate_windows > 1 && (measured / self.srate - 1.0).abs() > 0.1 && !rate_warned {
                     rate_warned = true;
                     self.emit(IngestEvent::RateMismatch { nominal: self.srate, measured });
                 }

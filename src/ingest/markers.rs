@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
-use super::{IngestError, StreamDescription, StreamQuery};
+use super::{IngestError, StreamDescription, StreamQuery, StreamStats};
 use crate::lsl::{self, MarkerInlet, PullError};
 
 /// One stimulus marker.
@@ -24,6 +24,8 @@ pub struct Marker {
 pub struct MarkerAcquisition {
     pub description: StreamDescription,
     pub received: Arc<AtomicU64>,
+    /// Counters in the same shape as the MEG stream's (samples = markers received).
+    pub stats: Arc<StreamStats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -37,7 +39,9 @@ impl MarkerAcquisition {
         let description = StreamDescription::from_info(&info);
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
-        let (stop2, received2) = (stop.clone(), received.clone());
+        let stats = Arc::new(StreamStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        let (stop2, received2, stats2) = (stop.clone(), received.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name(format!("lsl-{}", description.name))
             .spawn(move || {
@@ -51,6 +55,8 @@ impl MarkerAcquisition {
                                 offset = inlet.time_correction(0.2).unwrap_or(offset);
                             }
                             received2.fetch_add(1, Ordering::Relaxed);
+                            StreamStats::add(&stats2.samples, 1);
+                            stats2.set_clock_offset(offset);
                             let m = Marker { timestamp: ts + offset, source_timestamp: ts, text };
                             for s in &sinks {
                                 let _ = s.send(m.clone());
@@ -66,7 +72,7 @@ impl MarkerAcquisition {
                 }
             })
             .map_err(|e| IngestError::Thread(e.to_string()))?;
-        Ok(Self { description, received, stop, thread: Some(thread) })
+        Ok(Self { description, received, stats, stop, thread: Some(thread) })
     }
 
     pub fn stop(&mut self) {

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScalerSpec {
     /// Center and scale per channel, fixed at training time.
-    Fixed { center: Vec<f32>, scale: Vec<f32> },
+    Fixed {
+        center: Vec<f32>,
+        scale: Vec<f32>,
+    },
     /// Fit median / IQR on the first N seconds of the session.
     FitSeconds(f64),
     None,
@@ -58,7 +61,11 @@ fn parse<T: std::str::FromStr>(m: &HashMap<String, String>, key: &'static str) -
 
 fn json<T: serde::de::DeserializeOwned>(m: &HashMap<String, String>, key: &'static str) -> Result<T, ContractError> {
     let v = get(m, key)?;
-    serde_json::from_str(v).map_err(|e| ContractError::Invalid { key, value: v.chars().take(80).collect(), why: e.to_string() })
+    serde_json::from_str(v).map_err(|e| ContractError::Invalid {
+        key,
+        value: v.chars().take(80).collect(),
+        why: e.to_string(),
+    })
 }
 
 fn opt<T: std::str::FromStr>(m: &HashMap<String, String>, key: &'static str) -> Result<Option<T>, ContractError> {
@@ -101,10 +108,8 @@ impl ModelContract {
                 ScalerSpec::Fixed { center, scale }
             }
             "none" => ScalerSpec::None,
-            s if s.starts_with("fit:") => ScalerSpec::FitSeconds(s[4..].parse().map_err(|_| ContractError::Invalid {
-                key: "scaler",
-                value: s.into(),
-                why: "expected fit:<seconds>".into(),
+            s if s.starts_with("fit:") => ScalerSpec::FitSeconds(s[4..].parse().map_err(|_| {
+                ContractError::Invalid { key: "scaler", value: s.into(), why: "expected fit:<seconds>".into() }
             })?),
             other => {
                 return Err(ContractError::Invalid {
@@ -116,7 +121,11 @@ impl ModelContract {
         };
         let baseline: Vec<f64> = json(m, "baseline_s")?;
         if baseline.len() != 2 {
-            return Err(ContractError::Invalid { key: "baseline_s", value: format!("{baseline:?}"), why: "need [start, end]".into() });
+            return Err(ContractError::Invalid {
+                key: "baseline_s",
+                value: format!("{baseline:?}"),
+                why: "need [start, end]".into(),
+            });
         }
         let c = Self {
             name: get(m, "name")?.to_string(),
@@ -140,7 +149,10 @@ impl ModelContract {
         if c.sample_rate <= 0.0 || c.window_samples == 0 || n == 0 || c.embedding_dim == 0 {
             return Err(ContractError::Invalid {
                 key: "sample_rate_hz",
-                value: format!("{} Hz, {} samples, {n} channels, dim {}", c.sample_rate, c.window_samples, c.embedding_dim),
+                value: format!(
+                    "{} Hz, {} samples, {n} channels, dim {}",
+                    c.sample_rate, c.window_samples, c.embedding_dim
+                ),
                 why: "rate, window, channels and embedding dim must all be positive".into(),
             });
         }
@@ -154,7 +166,9 @@ impl ModelContract {
 
     /// Baseline interval as sample indices into the window.
     pub fn baseline_samples(&self) -> (usize, usize) {
-        let idx = |t: f64| (((t - self.window_start_s) * self.sample_rate).round().max(0.0) as usize).min(self.window_samples);
+        let idx = |t: f64| {
+            (((t - self.window_start_s) * self.sample_rate).round().max(0.0) as usize).min(self.window_samples)
+        };
         (idx(self.baseline_s.0), idx(self.baseline_s.1))
     }
 

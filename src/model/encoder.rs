@@ -76,7 +76,8 @@ pub(super) fn open_session(path: &Path, opts: &EncoderOptions) -> Result<(Sessio
             .with_execution_providers([ort::ep::CUDA::default().build()])
             .map_err(|e| ModelError::Runtime(format!("CUDA execution provider: {e}")))?;
     }
-    let session = builder.commit_from_memory(&bytes).map_err(|e| ModelError::Corrupt { path: p, why: e.to_string() })?;
+    let session =
+        builder.commit_from_memory(&bytes).map_err(|e| ModelError::Corrupt { path: p, why: e.to_string() })?;
     Ok((session, sha))
 }
 
@@ -98,17 +99,25 @@ impl Encoder {
             let keys = md.custom_keys().map_err(|e| ModelError::Corrupt { path: p.clone(), why: e.to_string() })?;
             keys.into_iter().filter_map(|k| md.custom(&k).map(|v| (k, v))).collect()
         };
-        let contract = ModelContract::from_metadata(&meta).map_err(|source| ModelError::Contract { path: p.clone(), source })?;
+        let contract =
+            ModelContract::from_metadata(&meta).map_err(|source| ModelError::Contract { path: p.clone(), source })?;
         let shape_err = |why: String| ModelError::Shape { path: p.clone(), why };
-        let meg = session
-            .inputs()
-            .iter()
-            .find(|i| i.name() == "meg")
-            .ok_or_else(|| shape_err(format!("no input named 'meg' (inputs: {:?})", session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>())))?;
+        let meg = session.inputs().iter().find(|i| i.name() == "meg").ok_or_else(|| {
+            shape_err(format!(
+                "no input named 'meg' (inputs: {:?})",
+                session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>()
+            ))
+        })?;
         let want = [None, Some(contract.channel_names.len()), Some(contract.window_samples)];
         match dims(meg.dtype()) {
             Some(d) if d.len() == 3 && d.iter().zip(want).skip(1).all(|(a, b)| a.is_none() || *a == b) => {}
-            other => return Err(shape_err(format!("input 'meg' has shape {other:?}; the contract says [batch, {}, {}]", want[1].unwrap(), want[2].unwrap()))),
+            other => {
+                return Err(shape_err(format!(
+                    "input 'meg' has shape {other:?}; the contract says [batch, {}, {}]",
+                    want[1].unwrap(),
+                    want[2].unwrap()
+                )))
+            }
         }
         let input_name = meg.name().to_string();
         let has_subject = session.inputs().iter().any(|i| i.name() == "subject");
@@ -119,7 +128,12 @@ impl Encoder {
             .ok_or_else(|| shape_err("no output named 'embedding'".into()))?;
         match dims(out.dtype()) {
             Some(d) if d.len() == 2 && d[1].is_none_or(|v| v == contract.embedding_dim) => {}
-            other => return Err(shape_err(format!("output 'embedding' has shape {other:?}; the contract says [batch, {}]", contract.embedding_dim))),
+            other => {
+                return Err(shape_err(format!(
+                    "output 'embedding' has shape {other:?}; the contract says [batch, {}]",
+                    contract.embedding_dim
+                )))
+            }
         }
         let mut enc = Self { session, contract, has_subject, path: path.to_path_buf(), sha256, input_name };
         let zeros = vec![0.0f32; enc.window_len()];

@@ -17,11 +17,17 @@ impl Generator {
     pub fn load(path: &Path, dim: usize, opts: &EncoderOptions) -> Result<Self, ModelError> {
         let (session, _) = open_session(path, opts)?;
         let p = path.display().to_string();
-        if !session.inputs().iter().any(|i| i.name() == "embedding") || !session.outputs().iter().any(|o| o.name() == "image") {
-            return Err(ModelError::Shape { path: p, why: "a generator needs input 'embedding' and output 'image'".into() });
+        if !session.inputs().iter().any(|i| i.name() == "embedding")
+            || !session.outputs().iter().any(|o| o.name() == "image")
+        {
+            return Err(ModelError::Shape {
+                path: p,
+                why: "a generator needs input 'embedding' and output 'image'".into(),
+            });
         }
         let mut g = Self { session, dim };
-        g.generate_png(&vec![0.0; dim]).map_err(|e| ModelError::Shape { path: path.display().to_string(), why: e.to_string() })?;
+        g.generate_png(&vec![0.0; dim])
+            .map_err(|e| ModelError::Shape { path: path.display().to_string(), why: e.to_string() })?;
         Ok(g)
     }
 
@@ -72,7 +78,8 @@ impl RgbImage {
             let sy = y * h / n;
             for x in 0..n {
                 let sx = x * w / n;
-                rgb[(y * n + x) * 3..(y * n + x) * 3 + 3].copy_from_slice(&self.rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
+                rgb[(y * n + x) * 3..(y * n + x) * 3 + 3]
+                    .copy_from_slice(&self.rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
             }
         }
         RgbImage { width: size, height: size, rgb }

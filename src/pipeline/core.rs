@@ -36,11 +36,21 @@ pub struct PipelineConfig {
     pub buffer_s: f64,
     /// Subject index passed to models with a `subject` input.
     pub subject: i64,
+    /// Replaces the model's notch frequencies (e.g. `[60, 120]` where mains is 60 Hz).
+    pub notch_override: Option<Vec<f64>>,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { hop_s: Some(0.025), event_locked: true, top_k: 5, non_finite: NonFinitePolicy::Skip, buffer_s: 10.0, subject: 0 }
+        Self {
+            hop_s: Some(0.025),
+            event_locked: true,
+            top_k: 5,
+            non_finite: NonFinitePolicy::Skip,
+            buffer_s: 10.0,
+            subject: 0,
+            notch_override: None,
+        }
     }
 }
 
@@ -80,7 +90,10 @@ impl DecoderCore {
         stream: &StreamDescription,
         config: PipelineConfig,
     ) -> Result<Self, PipelineError> {
-        let contract = encoder.contract().clone();
+        let mut contract = encoder.contract().clone();
+        if let Some(n) = &config.notch_override {
+            contract.notch_hz = n.clone();
+        }
         if let Some(g) = &gallery {
             if g.dim != contract.embedding_dim {
                 return Err(PipelineError::GalleryDim {
@@ -91,7 +104,10 @@ impl DecoderCore {
             }
         }
         if config.hop_s.is_some_and(|h| h <= 0.0 || !h.is_finite()) {
-            return Err(PipelineError::Config(format!("hop must be a positive number of seconds, got {:?}", config.hop_s)));
+            return Err(PipelineError::Config(format!(
+                "hop must be a positive number of seconds, got {:?}",
+                config.hop_s
+            )));
         }
         if config.buffer_s < contract.window_s() + 1.0 {
             return Err(PipelineError::Config(format!(

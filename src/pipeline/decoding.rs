@@ -60,8 +60,13 @@ pub enum SkipReason {
     EncoderError,
 }
 
-pub const SKIP_REASONS: [SkipReason; 5] =
-    [SkipReason::CrossesGap, SkipReason::NonFinite, SkipReason::ScalerWarmup, SkipReason::TooLate, SkipReason::EncoderError];
+pub const SKIP_REASONS: [SkipReason; 5] = [
+    SkipReason::CrossesGap,
+    SkipReason::NonFinite,
+    SkipReason::ScalerWarmup,
+    SkipReason::TooLate,
+    SkipReason::EncoderError,
+];
 
 /// Counters and recent latencies, shared lock-free (the latency log takes an uncontended
 /// lock once per decoding, never per sample).
@@ -73,6 +78,30 @@ pub struct PipelineStats {
     pub repaired_samples: AtomicU64,
     pub overruns: AtomicU64,
     recent: Mutex<VecDeque<(f32, f32)>>,
+    /// Cumulative-free bucket counts for the Prometheus histograms.
+    pub latency_hist: Histogram,
+    pub encoder_hist: Histogram,
+}
+
+/// Upper bounds (seconds) of the end-to-end latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+/// Upper bounds (seconds) of the encoder time histogram buckets.
+pub const ENCODER_BUCKETS: [f64; 10] = [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05];
+
+/// A fixed-bucket histogram of atomics (per-bucket counts, plus +Inf, sum and count).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    pub buckets: [AtomicU64; 11],
+    /// Sum in nanoseconds.
+    pub sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, bounds: &[f64; 10], v: f64) {
+        let i = bounds.iter().position(|&b| v <= b).unwrap_or(10);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add((v.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
 }
 
 /// Percentiles of recent latencies (milliseconds).
@@ -101,6 +130,8 @@ impl PipelineStats {
         if d.mode == DecodeMode::EventLocked {
             self.decoded_event_locked.fetch_add(1, Ordering::Relaxed);
         }
+        self.latency_hist.observe(&LATENCY_BUCKETS, d.latency_s);
+        self.encoder_hist.observe(&ENCODER_BUCKETS, d.encoder_s);
         let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if r.len() == 2048 {
             r.pop_front();
@@ -115,7 +146,13 @@ impl PipelineStats {
         drop(r);
         lat.sort_by(f32::total_cmp);
         enc.sort_by(f32::total_cmp);
-        let pct = |v: &[f32], p: f64| if v.is_empty() { 0.0 } else { f64::from(v[((v.len() - 1) as f64 * p).round() as usize]) * 1e3 };
+        let pct = |v: &[f32], p: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                f64::from(v[((v.len() - 1) as f64 * p).round() as usize]) * 1e3
+            }
+        };
         LatencySummary {
             count: lat.len(),
             p50_ms: pct(&lat, 0.5),

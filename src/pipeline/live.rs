@@ -122,6 +122,7 @@ impl LivePipeline {
         markers: Receiver<Marker>,
         mut sinks: Vec<DecodingSink>,
         images: Option<ImageWorker>,
+        start: u64,
     ) -> Self {
         let stats = core.stats().clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -136,7 +137,7 @@ impl LivePipeline {
                 let mut ts = vec![0.0f64; chunk];
                 let mut seg = vec![0u32; chunk];
                 let mut flags = vec![0u8; chunk];
-                let mut cursor = ring.head();
+                let mut cursor = start;
                 let mut seg_offset = 0u32;
                 let now = || lsl::local_clock().unwrap_or(0.0);
                 let mut emit = |d: Decoding| {
@@ -161,7 +162,8 @@ impl LivePipeline {
                         continue;
                     }
                     let n = ((head - cursor) as usize).min(chunk);
-                    match ring.read_with_meta(cursor, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n]) {
+                    match ring.read_with_meta(cursor, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n])
+                    {
                         Ok(()) => {
                             if seg_offset > 0 {
                                 seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
@@ -173,7 +175,10 @@ impl LivePipeline {
                             // We fell behind by more than the ring holds: restart after the
                             // hole as a new segment (never splice across it).
                             stats2.overruns.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!("pipeline fell behind the ring buffer; skipping {} samples", oldest - cursor);
+                            tracing::warn!(
+                                "pipeline fell behind the ring buffer; skipping {} samples",
+                                oldest - cursor
+                            );
                             cursor = oldest + chunk as u64;
                             seg_offset = seg_offset.wrapping_add(1 << 24);
                         }

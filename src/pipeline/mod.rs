@@ -19,7 +19,10 @@ mod preprocess;
 mod window;
 
 pub use self::core::{DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
-pub use decoding::{DecodeMode, Decoding, LatencySummary, MarkerRef, PipelineStats, SkipReason, SKIP_REASONS};
-pub use live::{GeneratedImage, ImageWorker, LivePipeline};
+pub use decoding::{
+    DecodeMode, Decoding, Histogram, LatencySummary, MarkerRef, PipelineStats, SkipReason, ENCODER_BUCKETS,
+    LATENCY_BUCKETS, SKIP_REASONS,
+};
+pub use live::{DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline};
 pub use preprocess::{design_filters, unit_to_si, ChannelMap, MappingError, ModelSample, Preprocessor};
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

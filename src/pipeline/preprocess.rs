@@ -39,7 +39,13 @@ pub fn unit_to_si(unit: &str) -> f32 {
             _ => 1.0,
         }
     };
-    let n = if num.ends_with('T') { prefix(num, "T") } else if num.ends_with('V') { prefix(num, "V") } else { 1.0 };
+    let n = if num.ends_with('T') {
+        prefix(num, "T")
+    } else if num.ends_with('V') {
+        prefix(num, "V")
+    } else {
+        1.0
+    };
     let d = if den.is_empty() { 1.0 } else { prefix(den, "m") };
     (n / d) as f32
 }
@@ -149,7 +155,9 @@ impl Preprocessor {
             self.t0 = timestamp;
         }
         let mut bad = false;
-        for (((o, &i), &k), last) in self.row.iter_mut().zip(&self.map.stream_index).zip(&self.map.to_si).zip(self.last_finite.iter_mut()) {
+        for (((o, &i), &k), last) in
+            self.row.iter_mut().zip(&self.map.stream_index).zip(&self.map.to_si).zip(self.last_finite.iter_mut())
+        {
             let v = stream_row[i];
             if v.is_finite() {
                 *o = v * k;

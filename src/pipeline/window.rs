@@ -178,7 +178,9 @@ impl WindowAssembler {
     pub fn new(contract: &ModelContract) -> Self {
         let c = contract.channel_names.len();
         let (scaler, fit) = match &contract.scaler {
-            ScalerSpec::Fixed { center, scale } => (Some(RobustScaler { center: center.clone(), scale: scale.clone() }), None),
+            ScalerSpec::Fixed { center, scale } => {
+                (Some(RobustScaler { center: center.clone(), scale: scale.clone() }), None)
+            }
             ScalerSpec::FitSeconds(s) => {
                 let n = (s * contract.sample_rate).ceil() as usize;
                 (None, Some((n, Vec::with_capacity(n * c))))

@@ -4,6 +4,7 @@
 
 mod reader;
 mod recorder;
+pub mod replay;
 mod session;
 pub mod xdf;
 

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use super::xdf::{BOUNDARY_UUID, MAGIC, TAG_BOUNDARY, TAG_CLOCK_OFFSET, TAG_FILE_HEADER, TAG_SAMPLES, TAG_STREAM_FOOTER, TAG_STREAM_HEADER};
+use super::xdf::{
+    BOUNDARY_UUID, MAGIC, TAG_BOUNDARY, TAG_CLOCK_OFFSET, TAG_FILE_HEADER, TAG_SAMPLES, TAG_STREAM_FOOTER,
+    TAG_STREAM_HEADER,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct XdfStream {
@@ -94,7 +97,10 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let s = self.b.get(self.pos..self.pos + n).ok_or_else(|| format!("truncated: needed {n} bytes at offset {}", self.pos))?;
+        let s = self
+            .b
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| format!("truncated: needed {n} bytes at offset {}", self.pos))?;
         self.pos += n;
         Ok(s)
     }
@@ -192,7 +198,9 @@ pub fn read_xdf(path: &Path) -> Result<XdfFile, XdfError> {
                         name: field("name"),
                         kind: field("type"),
                         source_id: field("source_id"),
-                        channel_count: field("channel_count").parse().map_err(|_| "stream header without channel_count")?,
+                        channel_count: field("channel_count")
+                            .parse()
+                            .map_err(|_| "stream header without channel_count")?,
                         nominal_srate: field("nominal_srate").parse().unwrap_or(0.0),
                         format: field("channel_format"),
                         labels: channel_fields(&xml, "label"),
@@ -203,7 +211,11 @@ pub fn read_xdf(path: &Path) -> Result<XdfFile, XdfError> {
                 }
                 TAG_SAMPLES => {
                     let id = b.u32()?;
-                    let s = file.streams.iter_mut().find(|s| s.id == id).ok_or(format!("samples for unknown stream {id}"))?;
+                    let s = file
+                        .streams
+                        .iter_mut()
+                        .find(|s| s.id == id)
+                        .ok_or(format!("samples for unknown stream {id}"))?;
                     // All or nothing: a damaged chunk adds no samples.
                     let (nt, nv, ns) = (s.timestamps.len(), s.values.len(), s.strings.len());
                     if let Err(e) = samples(s, &mut b) {

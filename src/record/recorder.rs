@@ -104,7 +104,9 @@ impl Recorder {
     /// Starts recording from ring sample `from` (None = now).
     pub fn start_from(&self, labels: RecordingLabels, from: Option<u64>) -> Result<RecordingState, RecordError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.commands.send(Command::Start(labels, from, tx)).map_err(|_| RecordError::Io("recorder thread is gone".into()))?;
+        self.commands
+            .send(Command::Start(labels, from, tx))
+            .map_err(|_| RecordError::Io("recorder thread is gone".into()))?;
         rx.recv().map_err(|_| RecordError::Io("recorder thread is gone".into()))?
     }
 }
@@ -205,7 +207,12 @@ fn run(dir: PathBuf, src: RecorderSources, commands: Receiver<Command>, state: A
     }
 }
 
-fn open(dir: &std::path::Path, src: &RecorderSources, labels: RecordingLabels, from: Option<u64>) -> Result<Active, RecordError> {
+fn open(
+    dir: &std::path::Path,
+    src: &RecorderSources,
+    labels: RecordingLabels,
+    from: Option<u64>,
+) -> Result<Active, RecordError> {
     let labels = labels.normalised()?;
     let (path, file) = create_file(dir, &labels)?;
     let io = |e: std::io::Error| RecordError::Io(format!("writing {}: {e}", path.display()));
@@ -224,7 +231,12 @@ fn open(dir: &std::path::Path, src: &RecorderSources, labels: RecordingLabels, f
         writer.stream_header(MARKERS_ID, &d.xml).map_err(io)?;
     }
     let desc = "<decodings><format>one JSON object per sample: sequence, mode, marker, window_start, window_end, decoded_at, latency_s, encoder_s, embedding, top_k, repaired</format></decodings>";
-    writer.stream_header(DECODINGS_ID, &info_xml("meg-decoder decodings", "Decodings", 1, 0.0, "string", "meg-decoder", desc)).map_err(io)?;
+    writer
+        .stream_header(
+            DECODINGS_ID,
+            &info_xml("meg-decoder decodings", "Decodings", 1, 0.0, "string", "meg-decoder", desc),
+        )
+        .map_err(io)?;
     writer.boundary().map_err(io)?;
     let mut a = Active {
         writer,
@@ -256,7 +268,13 @@ fn write_offsets(a: &mut Active, src: &RecorderSources) -> std::io::Result<()> {
 }
 
 /// Appends everything that arrived since the last tick.
-fn tick(a: &mut Active, src: &RecorderSources, data: &mut [f32], ts: &mut [f64], strings: &mut Vec<(f64, String)>) -> std::io::Result<()> {
+fn tick(
+    a: &mut Active,
+    src: &RecorderSources,
+    data: &mut [f32],
+    ts: &mut [f64],
+    strings: &mut Vec<(f64, String)>,
+) -> std::io::Result<()> {
     let c = src.ring.channels();
     let chunk = ts.len();
     // MEG from the ring: timestamps back on the source clock (the ring holds corrected

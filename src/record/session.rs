@@ -69,10 +69,10 @@ impl RecordingLabels {
     }
 
     fn file(&self, dir: &Path, run: u32) -> PathBuf {
-        dir.join(format!("sub-{}", self.subject)).join(format!("ses-{}", self.session)).join("meg").join(format!(
-            "sub-{}_ses-{}_task-{}_run-{run:02}_meg.xdf",
-            self.subject, self.session, self.task
-        ))
+        dir.join(format!("sub-{}", self.subject))
+            .join(format!("ses-{}", self.session))
+            .join("meg")
+            .join(format!("sub-{}_ses-{}_task-{}_run-{run:02}_meg.xdf", self.subject, self.session, self.task))
     }
 }
 
@@ -97,13 +97,17 @@ pub fn create_file(dir: &Path, labels: &RecordingLabels) -> Result<(PathBuf, std
     for run in runs {
         let path = labels.file(dir, run);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| RecordError::Io(format!("creating {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| RecordError::Io(format!("creating {}: {e}", parent.display())))?;
         }
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 if labels.run.is_some() {
-                    return Err(RecordError::Labels(format!("{} already exists; recordings are never overwritten: choose another run", path.display())));
+                    return Err(RecordError::Labels(format!(
+                        "{} already exists; recordings are never overwritten: choose another run",
+                        path.display()
+                    )));
                 }
             }
             Err(e) => return Err(RecordError::Io(format!("creating {}: {e}", path.display()))),

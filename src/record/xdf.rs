@@ -18,7 +18,8 @@ use std::fs::File;
 use std::io::Write;
 
 pub const MAGIC: &[u8; 4] = b"XDF:";
-pub const BOUNDARY_UUID: [u8; 16] = [0x43, 0xA5, 0x46, 0xDC, 0xCB, 0xF5, 0x41, 0x0F, 0xB3, 0x0E, 0xD5, 0x46, 0x73, 0x83, 0xCB, 0xE4];
+pub const BOUNDARY_UUID: [u8; 16] =
+    [0x43, 0xA5, 0x46, 0xDC, 0xCB, 0xF5, 0x41, 0x0F, 0xB3, 0x0E, 0xD5, 0x46, 0x73, 0x83, 0xCB, 0xE4];
 
 pub const TAG_FILE_HEADER: u16 = 1;
 pub const TAG_STREAM_HEADER: u16 = 2;
@@ -58,7 +59,8 @@ impl XdfWriter {
     /// Starts a file: magic and file header (`extra_xml` goes inside `<info>`).
     pub fn create(mut file: File, extra_xml: &str) -> std::io::Result<Self> {
         file.write_all(MAGIC)?;
-        let mut w = Self { file, chunk: Vec::with_capacity(1 << 16), body: Vec::with_capacity(1 << 16), bytes_written: 4 };
+        let mut w =
+            Self { file, chunk: Vec::with_capacity(1 << 16), body: Vec::with_capacity(1 << 16), bytes_written: 4 };
         let xml = format!("<?xml version=\"1.0\"?><info><version>1.0</version>{extra_xml}</info>");
         w.body.extend_from_slice(xml.as_bytes());
         w.emit(TAG_FILE_HEADER)?;
@@ -98,7 +100,11 @@ impl XdfWriter {
     }
 
     /// A samples chunk of a single-channel string stream.
-    pub fn samples_str<'a>(&mut self, id: u32, samples: impl ExactSizeIterator<Item = (f64, &'a str)>) -> std::io::Result<()> {
+    pub fn samples_str<'a>(
+        &mut self,
+        id: u32,
+        samples: impl ExactSizeIterator<Item = (f64, &'a str)>,
+    ) -> std::io::Result<()> {
         self.body.extend_from_slice(&id.to_le_bytes());
         put_varlen(&mut self.body, samples.len() as u64);
         for (t, s) in samples {
@@ -122,7 +128,14 @@ impl XdfWriter {
         self.emit(TAG_BOUNDARY)
     }
 
-    pub fn stream_footer(&mut self, id: u32, first: f64, last: f64, count: u64, offsets: &[(f64, f64)]) -> std::io::Result<()> {
+    pub fn stream_footer(
+        &mut self,
+        id: u32,
+        first: f64,
+        last: f64,
+        count: u64,
+        offsets: &[(f64, f64)],
+    ) -> std::io::Result<()> {
         let mut xml = format!(
             "<?xml version=\"1.0\"?><info><first_timestamp>{first}</first_timestamp><last_timestamp>{last}</last_timestamp><sample_count>{count}</sample_count><clock_offsets>"
         );
@@ -145,7 +158,15 @@ impl XdfWriter {
 }
 
 /// LSL-style stream header XML for a stream we create ourselves (decodings, session).
-pub fn info_xml(name: &str, kind: &str, channels: usize, srate: f64, format: &str, source_id: &str, desc: &str) -> String {
+pub fn info_xml(
+    name: &str,
+    kind: &str,
+    channels: usize,
+    srate: f64,
+    format: &str,
+    source_id: &str,
+    desc: &str,
+) -> String {
     format!(
         "<?xml version=\"1.0\"?><info><name>{}</name><type>{}</type><channel_count>{channels}</channel_count><nominal_srate>{srate}</nominal_srate><channel_format>{format}</channel_format><source_id>{}</source_id><version>1.1</version><created_at>0</created_at><uid></uid><session_id></session_id><hostname></hostname><desc>{desc}</desc></info>",
         xml_escape(name),

@@ -79,7 +79,13 @@ impl Hub {
 
     pub fn subscribe(self: &Arc<Self>, peer: String) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stats = Arc::new(SubscriberStats { id, peer, since: Instant::now(), sent: AtomicU64::new(0), missed: AtomicU64::new(0) });
+        let stats = Arc::new(SubscriberStats {
+            id,
+            peer,
+            since: Instant::now(),
+            sent: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+        });
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stats.clone());
         let mut images = self.images.subscribe();
         images.mark_unchanged();

@@ -3,11 +3,13 @@
 
 mod auth;
 mod hub;
+mod metrics;
 mod serve;
 mod service;
 
 pub use auth::BearerAuth;
 pub use hub::{Hub, SubscriberStats, Subscription};
+pub use metrics::{render as render_metrics, serve_metrics};
 pub use serve::{serve, ServeOptions, ServerError, TlsFiles};
 pub use service::{DecoderService, DecoderState, ModelInfo, StreamHandle};
 

@@ -53,9 +53,12 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| ServerError::Transport(e.to_string()))?;
     let mut builder = Server::builder();
     if let Some(tls) = &opts.tls {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| ServerError::Tls(format!("reading {}: {e}", p.display())));
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| ServerError::Tls(format!("reading {}: {e}", p.display())));
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(|e| ServerError::Tls(e.to_string()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DecoderServer<DecoderService>>().await;
@@ -67,6 +70,8 @@ pub async fn serve(
     let decoder = DecoderServer::with_interceptor(DecoderService::new(state), BearerAuth::new(opts.token));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = builder.add_service(health).add_service(reflection).add_service(decoder);
-    let fut = async move { router.serve_with_incoming_shutdown(incoming, shutdown).await.map_err(|e| ServerError::Transport(e.to_string())) };
+    let fut = async move {
+        router.serve_with_incoming_shutdown(incoming, shutdown).await.map_err(|e| ServerError::Transport(e.to_string()))
+    };
     Ok((addr, fut))
 }

@@ -39,6 +39,8 @@ pub struct ModelInfo {
 pub struct DecoderState {
     pub hub: Arc<Hub>,
     pub streams: Vec<StreamHandle>,
+    /// Ring buffers by stream name (for fill metrics).
+    pub rings: Vec<(String, Arc<crate::ingest::RingBuffer>)>,
     pub model: ModelInfo,
     pub pipeline: Arc<PipelineStats>,
     pub gallery: Option<Arc<Gallery>>,
@@ -85,7 +87,10 @@ fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Dec
 
 fn validate(r: &proto::SubscribeRequest) -> Result<(), Status> {
     if !r.max_rate_hz.is_finite() || r.max_rate_hz < 0.0 {
-        return Err(Status::invalid_argument(format!("max_rate_hz must be >= 0 (0 = no limit), got {}", r.max_rate_hz)));
+        return Err(Status::invalid_argument(format!(
+            "max_rate_hz must be >= 0 (0 = no limit), got {}",
+            r.max_rate_hz
+        )));
     }
     if proto::ImageFormat::try_from(r.image_format).is_err() {
         return Err(Status::invalid_argument(format!(
@@ -110,7 +115,10 @@ fn image_bytes(img: &GeneratedImage, size: u32) -> Vec<u8> {
 impl proto::decoder_server::Decoder for DecoderService {
     type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Decoding, Status>> + Send>>;
 
-    async fn subscribe(&self, request: Request<proto::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let req = request.into_inner();
         validate(&req)?;
@@ -140,7 +148,9 @@ impl proto::decoder_server::Decoder for DecoderService {
                     },
                 };
                 let keep = match d.mode {
-                    DecodeMode::Continuous => want_cont && min_gap.is_none_or(|g| last_cont.is_none_or(|t| t.elapsed() >= g)),
+                    DecodeMode::Continuous => {
+                        want_cont && min_gap.is_none_or(|g| last_cont.is_none_or(|t| t.elapsed() >= g))
+                    }
                     DecodeMode::EventLocked => want_locked,
                 };
                 if !keep {
@@ -207,7 +217,12 @@ impl proto::decoder_server::Decoder for DecoderService {
             .collect();
         let skipped_by_reason = SKIP_REASONS
             .iter()
-            .map(|r| (serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), s.pipeline.skipped(*r)))
+            .map(|r| {
+                (
+                    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    s.pipeline.skipped(*r),
+                )
+            })
             .collect();
         Ok(Response::new(proto::Status {
             streams,
@@ -238,10 +253,14 @@ impl proto::decoder_server::Decoder for DecoderService {
         }))
     }
 
-    async fn start_recording(&self, request: Request<proto::StartRecordingRequest>) -> Result<Response<proto::RecordingState>, Status> {
+    async fn start_recording(
+        &self,
+        request: Request<proto::StartRecordingRequest>,
+    ) -> Result<Response<proto::RecordingState>, Status> {
         let rec = self.recorder()?;
         let r = request.into_inner();
-        let labels = RecordingLabels { subject: r.subject, session: r.session, task: r.task, run: (r.run > 0).then_some(r.run) };
+        let labels =
+            RecordingLabels { subject: r.subject, session: r.session, task: r.task, run: (r.run > 0).then_some(r.run) };
         let state = tokio::task::spawn_blocking(move || rec.start(labels))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -255,27 +274,34 @@ impl proto::decoder_server::Decoder for DecoderService {
         Ok(Response::new(recording_pb(&state)))
     }
 
-    async fn stop_recording(&self, _: Request<proto::StopRecordingRequest>) -> Result<Response<proto::RecordingState>, Status> {
+    async fn stop_recording(
+        &self,
+        _: Request<proto::StopRecordingRequest>,
+    ) -> Result<Response<proto::RecordingState>, Status> {
         let rec = self.recorder()?;
-        let state = tokio::task::spawn_blocking(move || rec.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
+        let state =
+            tokio::task::spawn_blocking(move || rec.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(recording_pb(&state)))
     }
 
-    async fn get_gallery_image(&self, request: Request<proto::GetGalleryImageRequest>) -> Result<Response<proto::GalleryImage>, Status> {
+    async fn get_gallery_image(
+        &self,
+        request: Request<proto::GetGalleryImageRequest>,
+    ) -> Result<Response<proto::GalleryImage>, Status> {
         let id = request.into_inner().image_id;
         let g = self.state.gallery.as_ref().ok_or_else(|| Status::failed_precondition("the model has no gallery"))?;
         let i = g.index_of(&id).ok_or_else(|| Status::not_found(format!("no image '{id}' in the gallery")))?;
-        let png = g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{id}'")))?;
+        let png =
+            g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{id}'")))?;
         Ok(Response::new(proto::GalleryImage { image_id: id, png }))
     }
 }
 
 impl DecoderService {
     fn recorder(&self) -> Result<Arc<dyn RecorderControl>, Status> {
-        self.state
-            .recorder
-            .clone()
-            .ok_or_else(|| Status::failed_precondition("recording is not configured: start `serve` with --record-dir DIR"))
+        self.state.recorder.clone().ok_or_else(|| {
+            Status::failed_precondition("recording is not configured: start `serve` with --record-dir DIR")
+        })
     }
 }
 

@@ -219,7 +219,11 @@ impl SignalSource {
 
 /// Renders `seconds` of the simulated signal offline: rows (sample-major), timestamps
 /// `t0 + n / rate`, and the onsets (as markers on the same clock).
-pub fn render(cfg: &SimulatorConfig, seconds: f64, t0: f64) -> anyhow::Result<(Vec<f32>, Vec<f64>, Vec<crate::ingest::Marker>)> {
+pub fn render(
+    cfg: &SimulatorConfig,
+    seconds: f64,
+    t0: f64,
+) -> anyhow::Result<(Vec<f32>, Vec<f64>, Vec<crate::ingest::Marker>)> {
     let mut src = SignalSource::new(cfg)?;
     let n = (seconds * cfg.srate) as usize;
     let mut rows = vec![0.0; n * src.channels()];
@@ -228,7 +232,11 @@ pub fn render(cfg: &SimulatorConfig, seconds: f64, t0: f64) -> anyhow::Result<(V
     let ts = (0..n).map(|i| t0 + i as f64 / cfg.srate).collect();
     let markers = onsets
         .into_iter()
-        .map(|o| crate::ingest::Marker { timestamp: t0 + o.sample / cfg.srate, source_timestamp: t0 + o.sample / cfg.srate, text: o.text })
+        .map(|o| crate::ingest::Marker {
+            timestamp: t0 + o.sample / cfg.srate,
+            source_timestamp: t0 + o.sample / cfg.srate,
+            text: o.text,
+        })
         .collect();
     Ok((rows, ts, markers))
 }

@@ -80,7 +80,10 @@ impl EvokedWorld {
         anyhow::ensure!(patterns.shape.len() == 2 && kernels.shape.len() == 2, "world arrays must be 2-D");
         let (d, c) = (patterns.shape[0], patterns.shape[1]);
         anyhow::ensure!(kernels.shape[0] == d, "kernels.npy has {} rows, patterns.npy {}", kernels.shape[0], d);
-        anyhow::ensure!(features.len() == stimuli.len() * d, "stimulus features do not match the world's {d} latent dims");
+        anyhow::ensure!(
+            features.len() == stimuli.len() * d,
+            "stimulus features do not match the world's {d} latent dims"
+        );
         Ok(Self {
             layout: meta.layout,
             latent_dim: d,

@@ -1,0 +1,230 @@
+//! [`App`]: the running service, assembled from a [`Config`] along the data's path:
+//!
+//! ```text
+//! MegAcquisition ─▶ RingBuffer ─┬─▶ LivePipeline (DecoderCore) ─┬─▶ Hub ──▶ gRPC subscribers
+//! MarkerAcquisition ─(markers)──┤                               ├─▶ ImageWorker ─▶ Hub (images)
+//!                               └─▶ Recorder ◀──(markers, decodings)┘
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::ingest::{AcquisitionConfig, MarkerAcquisition, MegAcquisition, StreamQuery};
+use crate::model::{Encoder, EncoderOptions, Gallery, Generator, ModelDir};
+use crate::pipeline::{DecoderCore, ImageWorker, LivePipeline, PipelineConfig};
+use crate::record::{Recorder, RecorderSources, RecordingLabels};
+use crate::server::{DecoderState, Hub, ModelInfo, StreamHandle};
+
+/// Everything that runs, kept alive together.
+pub struct App {
+    pub state: Arc<DecoderState>,
+    pub pipeline: LivePipeline,
+    pub recorder: Option<Arc<Recorder>>,
+    acquisition: MegAcquisition,
+    markers: Option<MarkerAcquisition>,
+}
+
+fn query(name: &str, kind: &str, source_id: &str) -> StreamQuery {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    StreamQuery { name: opt(name), kind: opt(kind), source_id: opt(source_id) }
+}
+
+impl App {
+    /// Connects the streams, loads the model, starts every thread. Fails early and
+    /// clearly on any bad input.
+    pub fn start(cfg: &Config, origin: &str) -> anyhow::Result<Self> {
+        cfg.validate(origin)?;
+        let model = ModelDir::open(&cfg.model.dir)?;
+        let opts = EncoderOptions {
+            intra_threads: cfg.model.intra_threads,
+            execution_provider: cfg.model.execution_provider,
+            warmup_runs: 3,
+        };
+        let encoder = Encoder::load(&model.encoder, &opts)?;
+        let contract = encoder.contract().clone();
+        tracing::info!("model {}", contract.summary());
+        let gallery = match &model.gallery {
+            Some(dir) => Some(Arc::new(Gallery::load(dir)?)),
+            None => None,
+        };
+        let generator = match &model.generator {
+            Some(p) => Some(Generator::load(p, contract.embedding_dim, &opts)?),
+            None => None,
+        };
+
+        let mut acq_cfg = AcquisitionConfig::new(query(&cfg.stream.name, &cfg.stream.kind, &cfg.stream.source_id));
+        acq_cfg.resolve_timeout_s = cfg.stream.resolve_timeout_s;
+        acq_cfg.ring_seconds = cfg.stream.ring_seconds;
+        acq_cfg.expected_channels = (cfg.stream.channels > 0).then_some(cfg.stream.channels);
+        let acquisition = MegAcquisition::start(acq_cfg).context("connecting to the MEG stream")?;
+        tracing::info!(
+            "MEG stream: {} channels at {} Hz ('{}')",
+            acquisition.description.channel_count,
+            acquisition.description.nominal_srate,
+            acquisition.description.name
+        );
+        let start = acquisition.ring.head();
+
+        let (to_pipeline, pipeline_markers) = crossbeam_channel::unbounded();
+        let (to_recorder_m, recorder_markers) = crossbeam_channel::bounded(4096);
+        let recording = !cfg.recording.dir.as_os_str().is_empty();
+        let markers = if cfg.markers.enabled {
+            let q = query(&cfg.markers.name, &cfg.markers.kind, "");
+            let mut sinks = vec![to_pipeline];
+            if recording {
+                sinks.push(to_recorder_m);
+            }
+            match MarkerAcquisition::start(&q, cfg.markers.resolve_timeout_s, sinks) {
+                Ok(m) => {
+                    tracing::info!("marker stream '{}'", m.description.name);
+                    Some(m)
+                }
+                Err(e) => {
+                    tracing::warn!("no marker stream ({e}); decoding continuously only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let pc = PipelineConfig {
+            hop_s: cfg.pipeline.continuous.then_some(cfg.pipeline.hop_s),
+            event_locked: cfg.pipeline.event_locked,
+            top_k: cfg.pipeline.top_k,
+            non_finite: cfg.pipeline.non_finite,
+            buffer_s: cfg.pipeline.buffer_s,
+            subject: cfg.model.subject,
+            notch_override: cfg.preprocessing.notch_hz.clone(),
+        };
+        let core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
+        let hub = Hub::new(cfg.server.hub_capacity);
+        let (to_recorder_d, recorder_decodings) = crossbeam_channel::bounded(4096);
+        let recorder = if recording {
+            let metadata = serde_json::json!({
+                "model": {"name": contract.name, "sha256": core.encoder().sha256(), "dir": cfg.model.dir},
+                "pipeline": pc,
+                "stream": {"name": acquisition.description.name, "source_id": acquisition.description.source_id},
+            });
+            let sources = RecorderSources {
+                meg: acquisition.description.clone(),
+                ring: acquisition.ring.clone(),
+                meg_stats: acquisition.stats.clone(),
+                markers: markers.as_ref().map(|m| (m.description.clone(), recorder_markers)),
+                decodings: recorder_decodings,
+                metadata,
+            };
+            Some(Recorder::start(cfg.recording.dir.clone(), sources)?)
+        } else {
+            None
+        };
+        let model_info = ModelInfo {
+            name: contract.name.clone(),
+            contract: contract.summary(),
+            sha256: core.encoder().sha256().to_string(),
+            embedding_space: contract.embedding_space.clone(),
+            embedding_dim: contract.embedding_dim,
+            generator: generator.is_some(),
+        };
+        let images_generated = Arc::new(AtomicU64::new(0));
+        let images = generator.map(|g| {
+            let hub = hub.clone();
+            ImageWorker::start(g, vec![Box::new(move |img| hub.publish_image(img.clone()))])
+        });
+        let images_generated = images.as_ref().map_or(images_generated, |w| w.generated.clone());
+        let mut sinks: Vec<crate::pipeline::DecodingSink> = Vec::new();
+        let h = hub.clone();
+        sinks.push(Box::new(move |d| h.publish(d.clone())));
+        if recording {
+            sinks.push(Box::new(move |d| {
+                let _ = to_recorder_d.try_send(d.clone());
+            }));
+        }
+        if let (Some(r), true) = (&recorder, cfg.recording.on_start) {
+            let labels = RecordingLabels {
+                subject: cfg.recording.subject.clone(),
+                session: cfg.recording.session.clone(),
+                task: cfg.recording.task.clone(),
+                run: None,
+            };
+            r.start_from(labels, Some(start))?;
+        }
+        let pipeline = LivePipeline::start(core, acquisition.ring.clone(), pipeline_markers, sinks, images, start);
+        let mut streams =
+            vec![StreamHandle { description: acquisition.description.clone(), stats: acquisition.stats.clone() }];
+        if let Some(m) = &markers {
+            streams.push(StreamHandle { description: m.description.clone(), stats: m.stats.clone() });
+        }
+        let state = Arc::new(DecoderState {
+            hub,
+            streams,
+            rings: vec![(acquisition.description.name.clone(), acquisition.ring.clone())],
+            model: model_info,
+            pipeline: pipeline.stats.clone(),
+            gallery,
+            images_generated,
+            recorder: recorder.clone().map(|r| r as Arc<dyn crate::record::RecorderControl>),
+        });
+        Ok(Self { state, pipeline, recorder, acquisition, markers })
+    }
+
+    /// Stops the threads in order: inputs first, then the pipeline, then the recorder.
+    pub fn shutdown(mut self) {
+        self.acquisition.stop();
+        if let Some(m) = self.markers.as_mut() {
+            m.stop();
+        }
+        self.pipeline.stop();
+        if let Some(r) = &self.recorder {
+            use crate::record::RecorderControl;
+            let st = r.stop();
+            if !st.path.is_empty() {
+                tracing::info!("recording closed: {} ({} bytes)", st.path, st.bytes_written);
+            }
+        }
+    }
+}
+
+/// Runs the whole service until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    origin: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = tokio::task::block_in_place(|| App::start(&cfg, origin))?;
+    let token = if cfg.server.token_file.as_os_str().is_empty() {
+        std::env::var("MEG_DECODER_TOKEN").ok().filter(|t| !t.is_empty())
+    } else {
+        Some(crate::server::BearerAuth::from_file(&cfg.server.token_file).map_err(anyhow::Error::msg)?)
+    };
+    let tls = (!cfg.server.tls_cert.as_os_str().is_empty())
+        .then(|| crate::server::TlsFiles { cert: cfg.server.tls_cert.clone(), key: cfg.server.tls_key.clone() });
+    let metrics = if cfg.metrics.listen.is_empty() {
+        None
+    } else {
+        let (addr, task) = crate::server::serve_metrics(cfg.metrics.listen.parse()?, app.state.clone())
+            .await
+            .with_context(|| format!("metrics endpoint on {}", cfg.metrics.listen))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        Some(task)
+    };
+    let opts = crate::server::ServeOptions { listen: cfg.server.listen, token, tls };
+    let (addr, server) = crate::server::serve(app.state.clone(), opts, shutdown).await?;
+    tracing::info!("gRPC on {addr} (megdecoder.v1.Decoder, health, reflection)");
+    let res = server.await;
+    tracing::info!("shutting down");
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    tokio::task::block_in_place(|| app.shutdown());
+    res.map_err(Into::into)
+}
+
+/// The model directory shipped with the project (the demo model).
+pub fn bundled_model() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo"))
+}

@@ -1,0 +1,336 @@
+//! [`Config`]: everything `serve` can be told, from one TOML file (see
+//! deploy/meg-decoder.example.toml), overridden by CLI flags and environment variables.
+//! Unknown keys are errors; errors name the file, line and key; paths are checked at
+//! start-up, not an hour into the session.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ExecutionProvider;
+use crate::pipeline::NonFinitePolicy;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub stream: StreamSection,
+    pub markers: MarkersSection,
+    pub model: ModelSection,
+    pub preprocessing: PreprocessingSection,
+    pub pipeline: PipelineSection,
+    pub server: ServerSection,
+    pub recording: RecordingSection,
+    pub metrics: MetricsSection,
+    pub logging: LoggingSection,
+}
+
+/// Which MEG stream to decode (all given properties must match).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source_id: String,
+    /// Seconds to wait for the stream at start-up.
+    pub resolve_timeout_s: f64,
+    /// Seconds of raw data the ring buffer keeps.
+    pub ring_seconds: f64,
+    /// Channel count to insist on (0 = whatever the stream has).
+    pub channels: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarkersSection {
+    pub enabled: bool,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Seconds to wait for the marker stream (it is optional: decoding starts without it).
+    pub resolve_timeout_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    pub dir: PathBuf,
+    pub intra_threads: usize,
+    pub execution_provider: ExecutionProvider,
+    /// Subject index for models with a subject layer.
+    pub subject: i64,
+}
+
+/// Overrides of the model's own preprocessing (e.g. 60 Hz mains in the Americas).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessingSection {
+    pub notch_hz: Option<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    pub continuous: bool,
+    pub hop_s: f64,
+    pub event_locked: bool,
+    pub top_k: usize,
+    pub non_finite: NonFinitePolicy,
+    pub buffer_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: SocketAddr,
+    /// File holding the bearer token (first line); empty = no auth.
+    pub token_file: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// How many decodings a subscriber may fall behind before it misses some.
+    pub hub_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingSection {
+    /// Where recordings go (BIDS layout below it); empty = recording disabled.
+    pub dir: PathBuf,
+    /// Start recording as soon as the service starts.
+    pub on_start: bool,
+    pub subject: String,
+    pub session: String,
+    pub task: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Prometheus endpoint address; empty = off.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    pub format: String,
+    pub filter: String,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            kind: "MEG".into(),
+            source_id: String::new(),
+            resolve_timeout_s: 10.0,
+            ring_seconds: 30.0,
+            channels: 0,
+        }
+    }
+}
+impl Default for MarkersSection {
+    fn default() -> Self {
+        Self { enabled: true, name: String::new(), kind: "Markers".into(), resolve_timeout_s: 2.0 }
+    }
+}
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models/demo"),
+            intra_threads: 1,
+            execution_provider: ExecutionProvider::Cpu,
+            subject: 0,
+        }
+    }
+}
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            continuous: true,
+            hop_s: 0.025,
+            event_locked: true,
+            top_k: 5,
+            non_finite: NonFinitePolicy::Skip,
+            buffer_s: 10.0,
+        }
+    }
+}
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".parse().expect("valid default address"),
+            token_file: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            hub_capacity: 1024,
+        }
+    }
+}
+impl Default for RecordingSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            on_start: false,
+            subject: "01".into(),
+            session: "01".into(),
+            task: "decoding".into(),
+        }
+    }
+}
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { listen: String::new() }
+    }
+}
+impl Default for LoggingSection {
+    fn default() -> Self {
+        Self { format: "text".into(), filter: "info".into() }
+    }
+}
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            stream: Default::default(),
+            markers: Default::default(),
+            model: Default::default(),
+            preprocessing: Default::default(),
+            pipeline: Default::default(),
+            server: Default::default(),
+            recording: Default::default(),
+            metrics: Default::default(),
+            logging: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {why}")]
+    Read { path: String, why: String },
+    /// toml's message names the line, column and key.
+    #[error("{path}: {why}")]
+    Parse { path: String, why: String },
+    #[error("{path}: {key}: {why}")]
+    Invalid { path: String, key: &'static str, why: String },
+}
+
+impl Config {
+    /// Parses a TOML file (no path checks: see [`validate`](Self::validate)).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
+        Self::from_toml(&text, &p)
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.into(), why: e.to_string().trim_end().to_string() })
+    }
+
+    /// The configuration as TOML (what `check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks values and paths now, so a bad setting fails at start-up.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, why: String| Err(ConfigError::Invalid { path: origin.into(), key, why });
+        if self.stream.name.is_empty() && self.stream.kind.is_empty() && self.stream.source_id.is_empty() {
+            return bad("stream", "give at least one of name, type or source_id".into());
+        }
+        if !self.model.dir.join("encoder.onnx").is_file() {
+            return bad(
+                "model.dir",
+                format!("{} has no encoder.onnx (does the directory exist?)", self.model.dir.display()),
+            );
+        }
+        if self.pipeline.continuous && !(self.pipeline.hop_s > 0.0) {
+            return bad("pipeline.hop_s", format!("must be > 0, got {}", self.pipeline.hop_s));
+        }
+        if !self.pipeline.continuous && !self.pipeline.event_locked {
+            return bad("pipeline", "both continuous and event_locked are off: nothing would be decoded".into());
+        }
+        if self.stream.ring_seconds < self.pipeline.buffer_s {
+            return bad(
+                "stream.ring_seconds",
+                format!("must be at least pipeline.buffer_s ({})", self.pipeline.buffer_s),
+            );
+        }
+        if self.server.hub_capacity == 0 {
+            return bad("server.hub_capacity", "must be at least 1".into());
+        }
+        if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty() {
+            return bad("server.tls_cert", "TLS needs both tls_cert and tls_key".into());
+        }
+        for (key, p) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+            ("server.token_file", &self.server.token_file),
+        ] {
+            if !p.as_os_str().is_empty() && !p.is_file() {
+                return bad(key, format!("{} does not exist", p.display()));
+            }
+        }
+        if !self.recording.dir.as_os_str().is_empty() {
+            crate::record::check_dir(&self.recording.dir).map_err(|e| ConfigError::Invalid {
+                path: origin.into(),
+                key: "recording.dir",
+                why: e.to_string(),
+            })?;
+        } else if self.recording.on_start {
+            return bad("recording.on_start", "needs recording.dir".into());
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            return bad("metrics.listen", format!("'{}' is not an address like 127.0.0.1:9464", self.metrics.listen));
+        }
+        if !["text", "json"].contains(&self.logging.format.as_str()) {
+            return bad("logging.format", format!("'{}': use text or json", self.logging.format));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let c = Config::default();
+        assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_name_line_and_key() {
+        let err = Config::from_toml("[stream]\nname = \"MEG\"\n\n[pipeline]\nhop = 0.1\n", "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lab.toml") && err.contains("line 5") && err.contains("hop"), "{err}");
+        let err = Config::from_toml("[server]\nlisten = \"not an address\"\n", "lab.toml").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn missing_paths_fail_validation() {
+        let mut c = Config::default();
+        c.model.dir = PathBuf::from("/nonexistent");
+        assert!(c.validate("x").unwrap_err().to_string().contains("model.dir"));
+        let mut c = Config {
+            model: ModelSection {
+                dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        c.validate("x").unwrap();
+        c.recording.dir = PathBuf::from("/nonexistent/recordings");
+        assert!(c.validate("x").unwrap_err().to_string().contains("recording.dir"));
+        c.recording.dir = PathBuf::new();
+        c.pipeline.continuous = false;
+        c.pipeline.event_locked = false;
+        assert!(c.validate("x").unwrap_err().to_string().contains("nothing would be decoded"));
+    }
+}
