@@ -45,6 +45,7 @@ T0, T1 = -0.5, 1.0
 WIN = int(round((T1 - T0) * FS_MODEL)) + 1  # 181
 BINS = 18
 ISI = 1.0
+ISI_JITTER = 0.2
 CATEGORIES = ["circle", "square", "triangle", "cross", "star", "ring"]
 COLOURS = [(230, 60, 50), (60, 170, 80), (50, 100, 230), (240, 200, 40), (170, 70, 200), (240, 140, 40)]
 KAISER_BETA, CUTOFF, HALF_WIDTH_OUT = 6.0, 0.9, 6.0  # keep in sync with src/dsp/resample.rs
@@ -165,8 +166,9 @@ def resample_like_service(x):
 
 
 def simulate_block(rng, order, feats, pats, kers, kind, xy, gain):
-    """Continuous 1000 Hz recording with one stimulus every ISI seconds (onset k*ISI + ISI)."""
-    n = int((len(order) + 2) * ISI * FS_IN)
+    """Continuous 1000 Hz recording, one stimulus every ISI +- ISI_JITTER seconds (as in
+    THINGS-MEG), so onsets fall at every phase of the 120 Hz grid, as they do live."""
+    n = int((len(order) + 3) * (ISI + ISI_JITTER) * FS_IN)
     c = len(kind)
     white = rng.standard_normal((c, n))
     pink = signal.lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786], [1, -2.494956002, 2.017265875, -0.522189400], rng.standard_normal((c, n)), axis=1)
@@ -179,8 +181,9 @@ def simulate_block(rng, order, feats, pats, kers, kind, xy, gain):
     x = scale * (3.0 * pink + 0.3 * white) + (1.5 * back ** 2)[:, None] * scale * alpha + scale * rng.uniform(0.2, 1.0, (c, 1)) * line
     k_len = kers.shape[1]
     onsets = []
+    o = int(ISI * FS_IN)  # first onset after >= 1.2 s, so shifted epochs stay inside
     for i, s in enumerate(order):
-        o = int((i + 1) * ISI * FS_IN)
+        o += int(round((ISI + rng.uniform(-ISI_JITTER, ISI_JITTER)) * FS_IN))
         drive = feats[s][:, None] * kers  # [F, K]
         x[:, o:o + k_len] += gain * pats.T @ drive
         onsets.append(o)
@@ -261,7 +264,7 @@ def main():
     np.save(out / "world" / "kernels.npy", kers.astype(np.float32))
     np.save(out / "world" / "features.npy", f.astype(np.float32))
     (out / "world" / "world.json").write_text(json.dumps({
-        "layout": "neuromag306", "kernel_rate_hz": 1000.0, "isi_s": ISI, "gain": args.gain,
+        "layout": "neuromag306", "kernel_rate_hz": 1000.0, "isi_s": ISI, "isi_jitter_s": ISI_JITTER, "gain": args.gain,
         "description": "Simulated visual responses: 14 image features (category, colour, position, size, orientation) "
                        "drive cortical sources with feature-specific latencies, projected to Neuromag 306 sensors. "
                        "Built by models/build_demo.py; SIMULATED, not recorded data.",

@@ -40,9 +40,12 @@ pub struct SimulateArgs {
     /// Publish a marker stream (type=Markers) with this name.
     #[arg(long)]
     pub markers: Option<String>,
-    /// Seconds between stimulus onsets.
+    /// Mean seconds between stimulus onsets.
     #[arg(long, default_value_t = 1.0)]
     pub isi: f64,
+    /// Onsets vary by up to this many seconds either way.
+    #[arg(long, default_value_t = 0.2)]
+    pub isi_jitter: f64,
     /// Model directory whose `world/` and `gallery/` define the brain's responses to the
     /// announced images (e.g. models/demo).
     #[arg(long)]
@@ -80,6 +83,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
         line_freq: a.line_freq,
         marker_stream: a.markers,
         isi_s: a.isi,
+        isi_jitter_s: a.isi_jitter,
         world,
         response_gain: a.response_gain,
         counter_channel: a.counter,

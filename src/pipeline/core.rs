@@ -186,9 +186,12 @@ impl DecoderCore {
             pre.push(row, timestamps[i], |s| {
                 buf.push(s.row, s.timestamp, seg, s.repaired);
                 assembler.observe(s.row);
+                // Requests in the order their windows complete (continuous first at a
+                // tie), so the decodings' order does not depend on the chunking.
                 if let Some(r) = scheduler.continuous(buf) {
                     requests.push(r);
                 }
+                scheduler.ready_epochs(buf, requests);
             });
         }
         self.stats.repaired_samples.store(self.pre.repaired_samples, std::sync::atomic::Ordering::Relaxed);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 pub use layout::{LayoutKind, Sensor, SensorLayout};
 pub use noise::SensorNoise;
@@ -41,8 +41,10 @@ pub struct SimulatorConfig {
     pub line_freq: f64,
     /// Also publish a marker stream with this name.
     pub marker_stream: Option<String>,
-    /// Seconds between stimulus onsets.
+    /// Seconds between stimulus onsets (mean).
     pub isi_s: f64,
+    /// Onsets vary by up to this many seconds either way (THINGS-MEG: 0.2).
+    pub isi_jitter_s: f64,
     /// Brain responses to the stimuli (from a model directory).
     pub world: Option<Arc<EvokedWorld>>,
     /// Multiplies the evoked responses.
@@ -70,6 +72,7 @@ impl Default for SimulatorConfig {
             line_freq: 50.0,
             marker_stream: None,
             isi_s: 1.0,
+            isi_jitter_s: 0.2,
             world: None,
             response_gain: 1.0,
             counter_channel: false,
@@ -113,10 +116,12 @@ pub struct SignalSource {
     drive: Vec<f32>,
     active: Vec<ActiveStimulus>,
     isi_samples: f64,
+    jitter_samples: f64,
     next_onset: f64,
     counter: bool,
     femto: f32,
     n: u64,
+    onsets: u64,
 }
 
 /// A stimulus onset inside a chunk.
@@ -156,10 +161,12 @@ impl SignalSource {
             drive: vec![0.0; cfg.world.as_ref().map_or(0, |w| w.latent_dim)],
             active: Vec::with_capacity(16),
             isi_samples,
+            jitter_samples: cfg.isi_jitter_s.max(0.0) * cfg.srate,
             next_onset: isi_samples,
             counter: cfg.counter_channel,
             femto: if matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32) { 1e15 } else { 1.0 },
             n: 0,
+            onsets: 0,
         })
     }
 
@@ -191,13 +198,19 @@ impl SignalSource {
             };
             let text = match (stimulus, &self.world) {
                 (Some(s), Some(w)) => w.stimuli.ids[s].clone(),
-                _ => format!("stim_{}", (self.next_onset / self.isi_samples).round() as u64 - 1),
+                _ => format!("stim_{}", self.onsets),
             };
+            self.onsets += 1;
             if let Some(s) = stimulus {
                 self.active.push(ActiveStimulus { stimulus: s, onset_sample: self.next_onset });
             }
             onsets.push(Onset { sample: self.next_onset, stimulus, text });
-            self.next_onset += self.isi_samples;
+            let jitter = if self.jitter_samples > 0.0 {
+                self.rng.random_range(-self.jitter_samples..self.jitter_samples)
+            } else {
+                0.0
+            };
+            self.next_onset += (self.isi_samples + jitter).round().max(1.0);
         }
         if let Some(w) = &self.world {
             let dur = w.response_duration() * self.srate;

@@ -1,0 +1,424 @@
+//! Session recording to XDF: pyxdf (the reference reader) loads what we write, a
+//! recording killed with SIGKILL still loads, damaged files replay up to the damage, a
+//! write error stops the recording but not decoding, and `replay --offline` reproduces
+//! the live decodings.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meg_decoder::ingest::{AcquisitionConfig, MarkerAcquisition, MegAcquisition, StreamQuery};
+use meg_decoder::lsl;
+use meg_decoder::pipeline::{DecodeMode, Decoding};
+use meg_decoder::record::{read_xdf, Recorder, RecorderControl, RecorderSources, RecordingLabels};
+use meg_decoder::simulate::{self, LayoutKind, SimulatorConfig};
+
+fn python() -> PathBuf {
+    std::env::var_os("MEG_DECODER_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv/bin/python"))
+}
+
+fn pyxdf(path: &Path) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(common::repo().join("tests/common/pyxdf_summary.py"))
+        .arg(path)
+        .output()
+        .expect("python with pyxdf (make venv)");
+    assert!(out.status.success(), "pyxdf failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stream<'a>(v: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} stream in {v}"))
+}
+
+fn xdf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        if e.extension().is_some_and(|x| x == "xdf") {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                v.extend(walk(&p));
+            } else {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn pyxdf_reads_every_stream_sample_and_timestamp() {
+    common::init_lsl();
+    let name = common::unique("rec");
+    let cfg = SimulatorConfig {
+        name: name.clone(),
+        source_id: name.clone(),
+        layout: LayoutKind::Ctf272,
+        srate: 1200.0,
+        counter_channel: true,
+        marker_stream: Some(format!("{name}-markers")),
+        isi_s: 0.5,
+        duration_s: Some(4.0),
+        wait_for_consumer_s: 10.0,
+        ..Default::default()
+    };
+    let sim = std::thread::spawn(move || simulate::run(&cfg, &AtomicBool::new(false)).unwrap());
+    let acq = MegAcquisition::start(AcquisitionConfig::new(StreamQuery::by_name(&name))).unwrap();
+    let (mtx, mrx) = crossbeam_channel::unbounded();
+    let markers = MarkerAcquisition::start(&StreamQuery::by_name(&format!("{name}-markers")), 5.0, vec![mtx]).unwrap();
+    let (dtx, drx) = crossbeam_channel::unbounded();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = RecorderSources {
+        meg: acq.description.clone(),
+        ring: acq.ring.clone(),
+        meg_stats: acq.stats.clone(),
+        markers: Some((markers.description.clone(), mrx)),
+        decodings: drx,
+        metadata: serde_json::json!({"test": true}),
+    };
+    let rec = Recorder::start(dir.path().to_path_buf(), sources).unwrap();
+    let st = rec.start_from(RecordingLabels { subject: "S01".into(), ..Default::default() }, Some(0)).unwrap();
+    assert!(st.recording && st.path.ends_with("sub-S01_ses-01_task-decoding_run-01_meg.xdf"), "{st:?}");
+    for i in 0..5u64 {
+        let d = Decoding {
+            sequence: i,
+            mode: DecodeMode::Continuous,
+            marker: None,
+            window_start: i as f64,
+            window_end: i as f64 + 1.5,
+            decoded_at: lsl::local_clock().unwrap(),
+            latency_s: 0.01,
+            encoder_s: 0.001,
+            embedding: vec![0.25; 8],
+            top_k: Vec::new(),
+            repaired: false,
+        };
+        dtx.send(Arc::new(d)).unwrap();
+    }
+    let report = sim.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let st = rec.stop();
+    assert!(!st.recording && st.bytes_written > 0 && st.error.is_empty(), "{st:?}");
+    let v = pyxdf(Path::new(&st.path));
+    assert_eq!(v["subject"], "S01");
+    let meg = stream(&v, "MEG");
+    assert_eq!(meg["channel_count"], 272);
+    assert_eq!(meg["n"].as_u64().unwrap(), report.samples, "every pushed sample is in the file");
+    assert_eq!(meg["footer_count"].as_u64().unwrap(), report.samples);
+    assert_eq!(meg["labels"][0], "COUNTER");
+    assert_eq!(meg["labels"][1], "MLC12");
+    let col0: Vec<f64> = serde_json::from_value(meg["col0"].clone()).unwrap();
+    assert!(col0.iter().enumerate().all(|(i, &c)| c == i as f64), "counter channel not contiguous");
+    // Timestamps equal the ring's (corrected) timestamps.
+    let ts: Vec<f64> = serde_json::from_value(meg["ts"].clone()).unwrap();
+    let mut ring_ts = vec![0.0; ts.len()];
+    let mut data = vec![0.0; ts.len() * 272];
+    acq.ring.read(0, &mut data, &mut ring_ts).unwrap();
+    let worst = ts.iter().zip(&ring_ts).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-4, "timestamps differ by {worst} s");
+    let mk = stream(&v, "Markers");
+    assert_eq!(mk["n"].as_u64().unwrap(), report.markers);
+    assert!(mk["strings"][0].as_str().unwrap().starts_with("stim_"));
+    let dec = stream(&v, "Decodings");
+    assert_eq!(dec["n"], 5);
+    let first: serde_json::Value = serde_json::from_str(dec["strings"][0].as_str().unwrap()).unwrap();
+    assert_eq!(first["embedding"][3], 0.25);
+    // Our own reader agrees.
+    let f = read_xdf(Path::new(&st.path)).unwrap();
+    assert!(f.damage.is_empty());
+    assert_eq!(f.by_type("MEG").unwrap().timestamps.len() as u64, report.samples);
+}
+
+/// Waits until `addr` accepts TCP connections.
+fn wait_port(addr: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "server at {addr} did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn sigkill_mid_session_still_loads_up_to_the_last_second() {
+    common::init_lsl();
+    let name = common::unique("kill");
+    let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let d = dir.path().to_str().unwrap();
+    let mut serve = common::Reaper(common::spawn(&[
+        "serve",
+        "--stream-name",
+        &name,
+        "--no-markers",
+        "--listen",
+        &listen,
+        "--record-dir",
+        d,
+        "--record",
+        "--subject",
+        "K1",
+    ]));
+    wait_port(&listen);
+    std::thread::sleep(Duration::from_secs(3));
+    serve.0.kill().unwrap(); // SIGKILL
+    let killed_at = lsl::local_clock().unwrap();
+    let _ = serve.0.wait();
+    let files = xdf_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let v = pyxdf(&files[0]);
+    let meg = stream(&v, "MEG");
+    let last = meg["last_ts"].as_f64().unwrap();
+    assert!(killed_at - last < 1.0, "lost {:.3} s before the kill", killed_at - last);
+    assert!(meg["n"].as_u64().unwrap() > 1500);
+    let ts: Vec<f64> = serde_json::from_value(meg["ts"].clone()).unwrap();
+    assert!(ts.windows(2).all(|w| ((w[1] - w[0]) * 1000.0 - 1.0).abs() < 0.01), "samples missing inside the file");
+}
+
+#[test]
+fn damaged_file_replays_the_readable_part_and_names_the_offset() {
+    common::init_lsl();
+    let name = common::unique("dmg");
+    let dir = tempfile::tempdir().unwrap();
+    // A recording made by the real service.
+    let _sim = common::Reaper(common::spawn(&[
+        "simulate",
+        "--name",
+        &name,
+        "--source-id",
+        &name,
+        "--model",
+        "models/demo",
+        "--markers",
+        &format!("{name}-m"),
+    ]));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let d = dir.path().to_str().unwrap();
+    let mut serve = common::Reaper(
+        common::bin()
+            .current_dir(common::repo())
+            .args([
+                "serve",
+                "--stream-name",
+                &name,
+                "--markers-name",
+                &format!("{name}-m"),
+                "--listen",
+                &listen,
+                "--record-dir",
+                d,
+                "--record",
+                "--subject",
+                "D1",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(&listen);
+    std::thread::sleep(Duration::from_secs(4));
+    unsafe_free_sigterm(&mut serve.0);
+    let path = xdf_files(dir.path()).pop().unwrap();
+    let whole = read_xdf(&path).unwrap();
+    assert!(whole.damage.is_empty());
+    let n_whole = whole.by_type("MEG").unwrap().timestamps.len();
+    // Corrupt bytes in the middle and cut the end inside a chunk.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes.splice(mid..mid, [0xFFu8; 7]); // 7 stray bytes: every chunk after them is misread
+    bytes.truncate(bytes.len() - 100); // and the end cut inside a chunk
+    let bad = dir.path().join("damaged.xdf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let f = read_xdf(&bad).unwrap();
+    assert!(!f.damage.is_empty());
+    let n_bad = f.by_type("MEG").unwrap().timestamps.len();
+    assert!(n_bad > n_whole / 3 && n_bad < n_whole, "{n_bad} of {n_whole}");
+    let out = common::bin()
+        .args(["replay", bad.to_str().unwrap(), "--offline", "--output", dir.path().join("d.jsonl").to_str().unwrap()])
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("damaged at byte"), "{err}");
+    let lines = std::fs::read_to_string(dir.path().join("d.jsonl")).unwrap().lines().count();
+    assert!(lines > 10, "{lines} decodings from the readable part");
+    // Not an XDF file at all.
+    std::fs::write(dir.path().join("x.xdf"), b"hello").unwrap();
+    assert!(read_xdf(&dir.path().join("x.xdf")).unwrap_err().to_string().contains("not an XDF file"));
+}
+
+/// SIGTERM through `kill`, then wait (a clean stop writes the footers).
+fn unsafe_free_sigterm(child: &mut std::process::Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("serve did not stop on SIGTERM");
+}
+
+#[test]
+fn live_decodings_equal_offline_replay_of_the_recording() {
+    common::init_lsl();
+    let name = common::unique("eq");
+    let dir = tempfile::tempdir().unwrap();
+    let _sim = common::Reaper(common::spawn(&[
+        "simulate",
+        "--name",
+        &name,
+        "--source-id",
+        &name,
+        "--model",
+        "models/demo",
+        "--markers",
+        &format!("{name}-m"),
+        "--isi",
+        "0.7",
+    ]));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let d = dir.path().to_str().unwrap();
+    let mut serve = common::Reaper(
+        common::bin()
+            .current_dir(common::repo())
+            .args([
+                "serve",
+                "--stream-name",
+                &name,
+                "--markers-name",
+                &format!("{name}-m"),
+                "--listen",
+                &listen,
+                "--record-dir",
+                d,
+                "--record",
+                "--subject",
+                "E1",
+                "--hop",
+                "0.1",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(&listen);
+    let client = common::bin()
+        .args([
+            "client",
+            "--addr",
+            &format!("http://{listen}"),
+            "--json",
+            "--embedding",
+            "--max-rate",
+            "0",
+            "--duration",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    unsafe_free_sigterm(&mut serve.0);
+    let live: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&client.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(live.len() > 30, "only {} live decodings", live.len());
+    assert!(live.iter().any(|d| d["mode"] == "event_locked"), "no event-locked decodings live");
+    let path = xdf_files(dir.path()).pop().unwrap();
+    let out_path = dir.path().join("offline.jsonl");
+    let out = common::bin()
+        .current_dir(common::repo())
+        .args(["replay", path.to_str().unwrap(), "--offline", "--output", out_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let offline: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let key = |mode: &str, ws: f64| (mode == "event_locked", (ws * 1e4).round() as i64);
+    let index: std::collections::HashMap<_, _> =
+        offline.iter().map(|d| (key(d["mode"].as_str().unwrap(), d["window_start"].as_f64().unwrap()), d)).collect();
+    let mut matched = 0;
+    for l in &live {
+        let k = key(l["mode"].as_str().unwrap(), l["window_start"].as_f64().unwrap());
+        let o = index.get(&k).unwrap_or_else(|| panic!("live decoding {} has no offline twin", l["sequence"]));
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            serde_json::from_value(l["embedding"].clone()).unwrap(),
+            serde_json::from_value(o["embedding"].clone()).unwrap(),
+        );
+        let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "decoding {}: embeddings differ by {err}", l["sequence"]);
+        assert_eq!(l["top_k"][0]["image_id"], o["top_k"][0]["image_id"]);
+        matched += 1;
+    }
+    assert_eq!(matched, live.len());
+}
+
+#[test]
+fn write_error_stops_recording_and_decoding_goes_on() {
+    common::init_lsl();
+    let name = common::unique("full");
+    let dir = tempfile::tempdir().unwrap();
+    let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // A file-size limit of 2000 KiB (~1.6 s of 306 ch x 1000 Hz) acts like a full disk (EFBIG on write); SIGXFSZ ignored.
+    let (_, cfg) = common::init_lsl();
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2000; exec {} serve --stream-name {name} --no-markers --listen {listen} --record-dir {} --record --subject F1",
+        env!("CARGO_BIN_EXE_meg-decoder"),
+        dir.path().display()
+    );
+    let mut serve = common::Reaper(
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("LSLAPICFG", cfg)
+            .env("MEG_DECODER_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(&listen);
+    std::thread::sleep(Duration::from_secs(3));
+    let status = common::bin().args(["client", "--addr", &format!("http://{listen}"), "--status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("recording: false"), "{text}");
+    assert!(text.contains("File too large") || text.contains("stopped"), "{text}");
+    // Decoding goes on.
+    let out = common::bin()
+        .args(["client", "--addr", &format!("http://{listen}"), "--count", "5", "--json", "--max-rate", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    unsafe_free_sigterm(&mut serve.0);
+    // What was written before the error still loads.
+    let files = xdf_files(dir.path());
+    let v = pyxdf(&files[0]);
+    assert!(stream(&v, "MEG")["n"].as_u64().unwrap() > 100);
+}
