@@ -32,10 +32,11 @@ native: .stamp-apt
 
 # Python for the tests' reference readers and the example client (pinned).
 venv: $(VENV)/.ok
-$(VENV)/.ok: clients/python/requirements.txt .stamp-apt
+$(VENV)/.ok: clients/python/requirements.txt proto/megdecoder/v1/decoder.proto .stamp-apt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r clients/python/requirements.txt
+	$(PY) clients/python/generate_stubs.py
 	@touch $@
 
 build: native

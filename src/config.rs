@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::ExecutionProvider;
 use crate::pipeline::NonFinitePolicy;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub stream: StreamSection,
@@ -104,7 +104,7 @@ pub struct RecordingSection {
     pub task: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
     /// Prometheus endpoint address; empty = off.
@@ -179,32 +179,11 @@ impl Default for RecordingSection {
         }
     }
 }
-impl Default for MetricsSection {
-    fn default() -> Self {
-        Self { listen: String::new() }
-    }
-}
 impl Default for LoggingSection {
     fn default() -> Self {
         Self { format: "text".into(), filter: "info".into() }
     }
 }
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            stream: Default::default(),
-            markers: Default::default(),
-            model: Default::default(),
-            preprocessing: Default::default(),
-            pipeline: Default::default(),
-            server: Default::default(),
-            recording: Default::default(),
-            metrics: Default::default(),
-            logging: Default::default(),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {why}")]
@@ -247,7 +226,7 @@ impl Config {
                 format!("{} has no encoder.onnx (does the directory exist?)", self.model.dir.display()),
             );
         }
-        if self.pipeline.continuous && !(self.pipeline.hop_s > 0.0) {
+        if self.pipeline.continuous && (self.pipeline.hop_s.is_nan() || self.pipeline.hop_s <= 0.0) {
             return bad("pipeline.hop_s", format!("must be > 0, got {}", self.pipeline.hop_s));
         }
         if !self.pipeline.continuous && !self.pipeline.event_locked {

@@ -51,7 +51,7 @@ impl MarkerAcquisition {
                     match inlet.pull_marker(0.05) {
                         Ok(Some((ts, text))) => {
                             n += 1;
-                            if n % 50 == 0 {
+                            if n.is_multiple_of(50) {
                                 offset = inlet.time_correction(0.2).unwrap_or(offset);
                             }
                             received2.fetch_add(1, Ordering::Relaxed);

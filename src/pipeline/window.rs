@@ -116,7 +116,7 @@ impl WindowScheduler {
     pub fn continuous(&self, buf: &ModelRateBuffer) -> Option<Result<WindowRequest, Skipped>> {
         let hop = self.hop?;
         let head = buf.head();
-        if head < self.len as u64 || head % hop != 0 {
+        if head < self.len as u64 || !head.is_multiple_of(hop) {
             return None;
         }
         let start = head - self.len as u64;

@@ -83,11 +83,11 @@ pub fn decode_offline(
     let mut segments = vec![0u32; ts.len()];
     let mut gaps = GapDetector::new(meg.nominal_srate);
     let mut seg = 0u32;
-    for i in 0..ts.len() {
+    for (i, s) in segments.iter_mut().enumerate() {
         if gaps.scan(&meg.timestamps[i..i + 1]).is_some() {
             seg += 1;
         }
-        segments[i] = seg;
+        *s = seg;
     }
     let mut out = Vec::new();
     let mut next_marker = 0;

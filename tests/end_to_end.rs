@@ -1,0 +1,136 @@
+//! End to end with every real part: `simulate` (LSL outlet) -> ingest -> pipeline with
+//! the demo model in ONNX Runtime -> hub -> gRPC -> Rust and Python subscribers, with the
+//! Prometheus endpoint scraped over HTTP during the run.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meg_decoder::config::Config;
+use meg_decoder::simulate::{self, EvokedWorld, SimulatorConfig};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in metrics"))
+}
+
+#[test]
+fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
+    common::init_lsl();
+    let name = common::unique("e2e");
+    let demo = common::repo().join("models/demo");
+    let sim_cfg = SimulatorConfig {
+        name: name.clone(),
+        source_id: name.clone(),
+        marker_stream: Some(format!("{name}-m")),
+        world: Some(Arc::new(EvokedWorld::load(&demo).unwrap())),
+        isi_s: 0.8,
+        duration_s: Some(14.0),
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let sim = std::thread::spawn(move || simulate::run(&sim_cfg, &stop2).unwrap());
+
+    let mut cfg = Config::default();
+    cfg.model.dir = demo;
+    cfg.stream.name = name.clone();
+    cfg.markers.name = format!("{name}-m");
+    cfg.pipeline.hop_s = 0.05;
+    let port = free_port();
+    cfg.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    cfg.metrics.listen = metrics.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(async move {
+        meg_decoder::app::run(cfg, "test", async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The Rust console client, as a lab would run it, in JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let client = common::bin()
+        .args(["client", "--addr", &format!("http://127.0.0.1:{port}"), "--json", "--max-rate", "0", "--duration", "8"])
+        .args(["--images", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The Python example client at the same time.
+    let python = std::env::var_os("MEG_DECODER_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::repo().join(".venv/bin/python"));
+    let py = std::process::Command::new(python)
+        .arg(common::repo().join("clients/python/meg_decoder_client.py"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--count", "20", "--json"])
+        .output()
+        .expect("python client (make venv)");
+    assert!(py.status.success(), "python client: {}", String::from_utf8_lossy(&py.stderr));
+    let py_lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&py.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(py_lines.len(), 20);
+    assert!(py_lines.windows(2).all(|w| w[1]["sequence"].as_u64() > w[0]["sequence"].as_u64()));
+    assert!(py_lines.iter().all(|d| d["embedding_dim"] == 32 && d["top_k"].as_array().unwrap().len() == 5));
+
+    let out = client.wait_with_output().unwrap();
+    let page = scrape(&metrics);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cont: Vec<_> = lines.iter().filter(|d| d["mode"] == "continuous").collect();
+    let locked: Vec<_> = lines.iter().filter(|d| d["mode"] == "event_locked").collect();
+    assert!(cont.len() > 100, "{} continuous decodings in 8 s at a 50 ms hop", cont.len());
+    assert!(locked.len() >= 5, "{} event-locked decodings", locked.len());
+    assert!(lines.windows(2).all(|w| w[1]["sequence"].as_u64() > w[0]["sequence"].as_u64()));
+    for d in &locked {
+        // -0.5..+1.0 s around the onset: 181 samples at 120 Hz span 1.5 s.
+        assert!(d["marker"].as_str().unwrap().starts_with("img_"));
+        assert!((d["window_end"].as_f64().unwrap() - d["window_start"].as_f64().unwrap() - 1.5).abs() < 1e-6);
+        assert!(d["latency_ms"].as_f64().unwrap() < 500.0);
+    }
+    // Continuous windows end at the newest sample: latency is the resampler's ~50 ms plus little.
+    let mut lat: Vec<f64> = cont.iter().map(|d| d["latency_ms"].as_f64().unwrap()).collect();
+    lat.sort_by(f64::total_cmp);
+    assert!(lat[lat.len() / 2] < 200.0, "median latency {} ms", lat[lat.len() / 2]);
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() > 0, "no generated images saved");
+
+    // Metrics match the run.
+    let decoded = metric(&page, "megdecoder_windows_decoded_total");
+    assert!(decoded >= lines.len() as f64, "metrics say {decoded} decoded, the client got {}", lines.len());
+    assert!(metric(&page, &format!("megdecoder_samples_total{{stream=\"{name}\"}}")) > 5000.0);
+    assert_eq!(metric(&page, &format!("megdecoder_gaps_total{{stream=\"{name}\"}}")), 0.0);
+    assert!(metric(&page, "megdecoder_latency_seconds_count") >= decoded);
+    assert!(metric(&page, "megdecoder_images_generated_total") > 0.0);
+    assert!(metric(&page, "megdecoder_encoder_seconds_bucket{le=\"+Inf\"}") >= decoded);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tx.send(());
+    rt.block_on(server).unwrap().unwrap();
+    sim.join().unwrap();
+}
