@@ -47,9 +47,13 @@ test: native venv
 	cargo clippy --release --locked --all-targets -- -D warnings
 	MEG_DECODER_PYTHON=$(PY) cargo test --release --locked -- --test-threads=$(CARGO_TEST_THREADS)
 
+# Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses.
 bench: native
 	cargo bench --locked --bench pipeline
-	cargo run --release --locked --example ingest_bench
+	cargo run --release --locked --example pipeline_overhead
+	cargo run --release --locked --example ingest_bench -- --seconds 60
+	cargo run --release --locked --example hub_bench
+	cargo run --release --locked --example xdf_bench
 
 demo: build
 	@./tools/demo.sh $(DURATION)
