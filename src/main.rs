@@ -5,7 +5,8 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
+    let mut args = cli::Cli::parse();
+    cli::logging_from_config(&mut args);
     if let Err(e) = cli::init_logging(&args.global) {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::from(2);

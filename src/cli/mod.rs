@@ -31,8 +31,8 @@ pub struct GlobalOpts {
     /// honours the LSLAPICFG environment variable by itself.
     #[arg(long, global = true, env = "MEG_DECODER_LSL_CONFIG")]
     pub lsl_config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    /// Log format (text or json).
+    #[arg(long, global = true, env = "MEG_DECODER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `meg_decoder=debug`.
     #[arg(long, global = true, env = "MEG_DECODER_LOG", default_value = "info")]
@@ -55,6 +55,22 @@ pub enum Command {
     Client(client::ClientArgs),
     /// Play an XDF recording back as LSL streams, or decode it offline.
     Replay(replay::ReplayArgs),
+}
+
+/// `[logging]` of the configuration file applies unless a flag or variable overrode it.
+pub fn logging_from_config(cli: &mut Cli) {
+    let path = match &cli.command {
+        Command::Serve(a) | Command::CheckConfig(a) => a.config.clone(),
+        _ => None,
+    };
+    if let Some(cfg) = path.and_then(|p| meg_decoder::config::Config::from_file(&p).ok()) {
+        if cli.global.log_format == "text" {
+            cli.global.log_format = cfg.logging.format;
+        }
+        if cli.global.log == "info" {
+            cli.global.log = cfg.logging.filter;
+        }
+    }
 }
 
 pub fn init_logging(g: &GlobalOpts) -> anyhow::Result<()> {
