@@ -19,14 +19,19 @@ fn example_config_parses_and_validates() {
 
 #[test]
 fn k8s_manifests_parse_and_embed_a_valid_config() {
-    let python = std::env::var("MEG_DECODER_PYTHON").unwrap_or_else(|_| common::repo().join(".venv/bin/python").display().to_string());
+    let python = std::env::var("MEG_DECODER_PYTHON")
+        .unwrap_or_else(|_| common::repo().join(".venv/bin/python").display().to_string());
     let script = r#"
 import sys, yaml, json
 docs = list(yaml.safe_load_all(open(sys.argv[1])))
 print(json.dumps({"kinds": [d["kind"] for d in docs], "toml": docs[0]["data"]["meg-decoder.toml"],
                   "host_network": docs[1]["spec"]["template"]["spec"]["hostNetwork"]}))
 "#;
-    let out = Command::new(python).args(["-c", script]).arg(common::repo().join("deploy/k8s/meg-decoder.yaml")).output().expect("python with PyYAML");
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(common::repo().join("deploy/k8s/meg-decoder.yaml"))
+        .output()
+        .expect("python with PyYAML");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kinds"], serde_json::json!(["ConfigMap", "Deployment", "Service"]));
@@ -57,7 +62,10 @@ fn check_config_names_file_line_and_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("model.dir"));
     // Flags override the file, and the effective configuration is printed.
     std::fs::write(&bad, format!("[model]\ndir = \"{}\"\n", common::repo().join("models/demo").display())).unwrap();
-    let out = common::bin().args(["check-config", "--config", bad.to_str().unwrap(), "--hop", "0.05", "--listen", "127.0.0.1:6000"]).output().unwrap();
+    let out = common::bin()
+        .args(["check-config", "--config", bad.to_str().unwrap(), "--hop", "0.05", "--listen", "127.0.0.1:6000"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("hop_s = 0.05") && text.contains("127.0.0.1:6000"), "{text}");
