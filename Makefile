@@ -43,9 +43,11 @@ build: native
 	cargo build --release --locked
 
 test: native venv
+	@mkdir -p out
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
-	MEG_DECODER_PYTHON=$(PY) cargo test --release --locked -- --test-threads=$(CARGO_TEST_THREADS)
+	set -o pipefail; MEG_DECODER_PYTHON=$(PY) cargo test --release --locked --lib --bins --tests -- --test-threads=$(CARGO_TEST_THREADS) 2>&1 | tee out/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "all tests: %d passed, %d failed\n", p, f}' out/test.log
 
 # Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses.
 bench: native

@@ -224,7 +224,7 @@ pub async fn run(
     res.map_err(Into::into)
 }
 
-/// The model directory shipped with the project (the demo model).
+/// The model directory shipped with the project: the brain module trained on the demo world.
 pub fn bundled_model() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/demo-brain"))
 }

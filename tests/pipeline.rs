@@ -22,6 +22,10 @@ fn encoder() -> Encoder {
     Encoder::load(&demo().join("encoder.onnx"), &EncoderOptions::default()).unwrap()
 }
 
+fn brain_encoder() -> Encoder {
+    Encoder::load(&common::repo().join("models/demo-brain/encoder.onnx"), &EncoderOptions::default()).unwrap()
+}
+
 fn gallery() -> Arc<Gallery> {
     Arc::new(Gallery::load(&demo().join("gallery")).unwrap())
 }
@@ -44,7 +48,20 @@ fn decode(
     chunk: usize,
     pc: PipelineConfig,
 ) -> (Vec<Decoding>, DecoderCore) {
-    let mut core = DecoderCore::new(encoder(), Some(gallery()), &simulate::stream_description(cfg), pc).unwrap();
+    decode_with(encoder(), cfg, rows, ts, markers, chunk, pc)
+}
+
+/// Runs the core with `enc` over `rows` in chunks of `chunk` samples.
+fn decode_with(
+    enc: Encoder,
+    cfg: &SimulatorConfig,
+    rows: &[f32],
+    ts: &[f64],
+    markers: &[Marker],
+    chunk: usize,
+    pc: PipelineConfig,
+) -> (Vec<Decoding>, DecoderCore) {
+    let mut core = DecoderCore::new(enc, Some(gallery()), &simulate::stream_description(cfg), pc).unwrap();
     let c = 306;
     let seg = vec![0u32; ts.len()];
     let mut out = Vec::new();
@@ -117,8 +134,45 @@ fn event_locked_decodings_retrieve_the_shown_images() {
     assert_eq!(core.stats().skipped_total(), 0);
 }
 
+fn hit_rates(out: &[Decoding]) -> (f64, f64, usize) {
+    let locked: Vec<&Decoding> = out.iter().filter(|d| d.mode == DecodeMode::EventLocked).collect();
+    let hit = |k: usize| {
+        locked
+            .iter()
+            .filter(|d| d.top_k.iter().take(k).any(|h| Some(&h.image_id) == d.marker.as_ref().map(|m| &m.text)))
+            .count() as f64
+            / locked.len() as f64
+    };
+    (hit(1), hit(5), locked.len())
+}
+
+#[test]
+fn brain_module_decodes_better_than_the_linear_baseline() {
+    let cfg = sim_config(13);
+    let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
+    let pc = PipelineConfig { hop_s: None, ..Default::default() };
+    let (brain, _) = decode_with(brain_encoder(), &cfg, &rows, &ts, &markers, 100, pc.clone());
+    let (linear, _) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 100, pc);
+    let ((b1, b5, n), (l1, l5, _)) = (hit_rates(&brain), hit_rates(&linear));
+    eprintln!("over {n} stimuli among 240 images: brain module top-1 {b1:.2} top-5 {b5:.2}; linear top-1 {l1:.2} top-5 {l5:.2}");
+    assert!(n >= 30);
+    assert!(b5 > 0.6 && b1 > l1, "brain module top-1 {b1} top-5 {b5}, linear top-1 {l1}");
+}
+
 #[test]
 fn committed_models_reproduce_reference_outputs() {
+    // The brain module exported from PyTorch: ONNX Runtime here agrees with PyTorch there.
+    {
+        let dir = "models/demo-brain";
+        let root = common::repo().join(dir);
+        let mut enc = Encoder::load(&root.join("encoder.onnx"), &EncoderOptions::default()).unwrap();
+        let input = npy::read(&root.join("reference_input.npy")).unwrap();
+        let want = npy::read(&root.join("reference_output.npy")).unwrap();
+        let mut got = vec![0.0; want.data.len()];
+        enc.encode(&input.data, 0, &mut got).unwrap();
+        let err = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(err < 1e-3, "{dir}: output differs from PyTorch's by {err}");
+    }
     let dir = ModelDir::open(&demo()).unwrap();
     let mut enc = encoder();
     let input = npy::read(&demo().join("reference_input.npy")).unwrap();

@@ -22,7 +22,7 @@ echo "== meg-decoder demo: simulated Neuromag 306 MEG at 1000 Hz, an image every
 echo "   (SIMULATED brain responses; see models/demo/REPORT.md). Logs in $OUT/."
 $BIN simulate --model models/demo --markers MEG-sim-markers > "$OUT/simulate.log" 2>&1 &
 pids+=($!)
-$BIN serve --model models/demo --stream-name MEG-sim --markers-name MEG-sim-markers \
+$BIN serve --model models/demo-brain --stream-name MEG-sim --markers-name MEG-sim-markers \
   --listen 127.0.0.1:$PORT --metrics-listen 127.0.0.1:9464 > "$OUT/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do

@@ -18,7 +18,7 @@ pub struct ReplayArgs {
     /// Decode offline instead of playing back live.
     #[arg(long)]
     pub offline: bool,
-    /// Model directory for --offline (default: the bundled demo).
+    /// Model directory for --offline (default: the bundled models/demo-brain).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Where --offline writes decodings (JSON lines; default: stdout).

@@ -14,7 +14,7 @@ pub struct ServeArgs {
     /// TOML configuration file (see deploy/meg-decoder.example.toml).
     #[arg(long, env = "MEG_DECODER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Model directory (encoder.onnx, gallery/, generator.onnx). Default: the bundled demo.
+    /// Model directory (encoder.onnx, gallery/, generator.onnx). Default: the bundled models/demo-brain.
     #[arg(long, env = "MEG_DECODER_MODEL")]
     pub model: Option<PathBuf>,
     /// MEG stream name.
