@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod record;
 pub mod server;
 pub mod simulate;
+pub mod worker;

@@ -205,42 +205,7 @@ fn damaged_file_replays_the_readable_part_and_names_the_offset() {
     let name = common::unique("dmg");
     let dir = tempfile::tempdir().unwrap();
     // A recording made by the real service.
-    let _sim = common::Reaper(common::spawn(&[
-        "simulate",
-        "--name",
-        &name,
-        "--source-id",
-        &name,
-        "--model",
-        "models/demo",
-        "--markers",
-        &format!("{name}-m"),
-    ]));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let d = dir.path().to_str().unwrap();
-    let mut serve = common::Reaper(
-        common::bin()
-            .current_dir(common::repo())
-            .args([
-                "serve",
-                "--stream-name",
-                &name,
-                "--markers-name",
-                &format!("{name}-m"),
-                "--listen",
-                &listen,
-                "--record-dir",
-                d,
-                "--record",
-                "--subject",
-                "D1",
-            ])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(&listen);
+    let (_sim, mut serve, _listen) = simulate_and_record(&name, dir.path(), "D1", "1.0", &[]);
     std::thread::sleep(Duration::from_secs(4));
     unsafe_free_sigterm(&mut serve.0);
     let path = xdf_files(dir.path()).pop().unwrap();
@@ -273,6 +238,54 @@ fn damaged_file_replays_the_readable_part_and_names_the_offset() {
     assert!(read_xdf(&dir.path().join("x.xdf")).unwrap_err().to_string().contains("not an XDF file"));
 }
 
+/// Starts `simulate` (demo world, markers every `isi` s) and `serve --record` on it;
+/// returns both processes and the gRPC address once it listens.
+fn simulate_and_record(
+    name: &str,
+    dir: &Path,
+    subject: &str,
+    isi: &str,
+    extra: &[&str],
+) -> (common::Reaper, common::Reaper, String) {
+    let markers = format!("{name}-m");
+    let sim = common::Reaper(common::spawn(&[
+        "simulate",
+        "--name",
+        name,
+        "--source-id",
+        name,
+        "--model",
+        "models/demo",
+        "--markers",
+        &markers,
+        "--isi",
+        isi,
+    ]));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let serve = common::Reaper(
+        common::bin()
+            .current_dir(common::repo())
+            .args([
+                "serve",
+                "--stream-name",
+                name,
+                "--markers-name",
+                &markers,
+                "--listen",
+                &listen,
+                "--record-dir",
+                dir.to_str().unwrap(),
+            ])
+            .args(["--record", "--subject", subject])
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(&listen);
+    (sim, serve, listen)
+}
+
 /// SIGTERM through `kill`, then wait (a clean stop writes the footers).
 fn unsafe_free_sigterm(child: &mut std::process::Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
@@ -291,46 +304,7 @@ fn live_decodings_equal_offline_replay_of_the_recording() {
     common::init_lsl();
     let name = common::unique("eq");
     let dir = tempfile::tempdir().unwrap();
-    let _sim = common::Reaper(common::spawn(&[
-        "simulate",
-        "--name",
-        &name,
-        "--source-id",
-        &name,
-        "--model",
-        "models/demo",
-        "--markers",
-        &format!("{name}-m"),
-        "--isi",
-        "0.7",
-    ]));
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let d = dir.path().to_str().unwrap();
-    let mut serve = common::Reaper(
-        common::bin()
-            .current_dir(common::repo())
-            .args([
-                "serve",
-                "--stream-name",
-                &name,
-                "--markers-name",
-                &format!("{name}-m"),
-                "--listen",
-                &listen,
-                "--record-dir",
-                d,
-                "--record",
-                "--subject",
-                "E1",
-                "--hop",
-                "0.1",
-            ])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(&listen);
+    let (_sim, mut serve, listen) = simulate_and_record(&name, dir.path(), "E1", "0.7", &["--hop", "0.1"]);
     let client = common::bin()
         .args([
             "client",

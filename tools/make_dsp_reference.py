@@ -6,6 +6,8 @@ butter band-pass / high-pass / notch designs, and resample_poly output for the s
 Kaiser-windowed sinc kernel meg-decoder uses (src/dsp/resample.rs).
 """
 import pathlib
+import sys
+
 import numpy as np
 from scipy import signal
 
@@ -13,17 +15,10 @@ OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "dsp"
 OUT.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(20231018)
 
-# Keep in sync with src/dsp/resample.rs.
-KAISER_BETA, CUTOFF, HALF_WIDTH_OUT = 6.0, 0.9, 6.0
-
-
-def kernel(tau, fin, fout):
-    ratio = min(fout / fin, 1.0)
-    cutoff = 0.5 * CUTOFF * ratio
-    hw = HALF_WIDTH_OUT * max(fin / fout, 1.0)
-    r = tau / hw
-    w = np.where(np.abs(r) < 1, np.i0(KAISER_BETA * np.sqrt(np.clip(1 - r * r, 0, None))) / np.i0(KAISER_BETA), 0.0)
-    return 2 * cutoff * np.sinc(2 * cutoff * tau) * w, hw
+# The service's resampling kernel, as models/build_demo.py defines it for training (one
+# definition in Python, mirrored by src/dsp/resample.rs).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "models"))
+from build_demo import HALF_WIDTH_OUT, kernel  # noqa: E402
 
 
 def save(name, a):

@@ -7,9 +7,8 @@
 //! under a new segment number each time. It survives the source going away: with a
 //! `source_id` liblsl re-resolves it; without one the thread re-resolves by its query.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -19,6 +18,7 @@ use super::ring::{RingBuffer, RingWriter};
 use super::stats::StreamStats;
 use super::{IngestError, IngestEvent, StreamDescription, StreamQuery};
 use crate::lsl::{self, Inlet, PullError};
+use crate::worker::{StopFlag, StoppableThread};
 
 /// How to find and hold a MEG stream.
 #[derive(Debug, Clone)]
@@ -55,8 +55,7 @@ pub struct MegAcquisition {
     pub ring: Arc<RingBuffer>,
     pub stats: Arc<StreamStats>,
     pub events: Receiver<IngestEvent>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl MegAcquisition {
@@ -74,38 +73,25 @@ impl MegAcquisition {
         let (writer, ring) = RingBuffer::new(description.channel_count, capacity);
         let stats = Arc::new(StreamStats::default());
         let (tx, events) = crossbeam_channel::bounded(4096);
-        let stop = Arc::new(AtomicBool::new(false));
-        let worker = Worker {
+        let worker = Acquirer {
             inlet,
             writer,
             stats: stats.clone(),
             events: tx,
-            stop: stop.clone(),
             query: cfg.query.clone(),
             channels: description.channel_count,
             srate,
             stall: Duration::from_secs_f64(cfg.stall_timeout_s),
             name: description.name.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("lsl-{}", description.name))
-            .spawn(move || worker.run())
+        let thread = StoppableThread::spawn(format!("lsl-{}", description.name), move |stop| worker.run(&stop))
             .map_err(|e| IngestError::Thread(e.to_string()))?;
-        Ok(Self { description, ring, stats, events, stop, thread: Some(thread) })
+        Ok(Self { description, ring, stats, events, thread })
     }
 
     /// Asks the thread to stop and waits for it.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MegAcquisition {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
@@ -141,12 +127,11 @@ fn check_expectations(cfg: &AcquisitionConfig, d: &StreamDescription) -> Result<
     Ok(())
 }
 
-struct Worker {
+struct Acquirer {
     inlet: Inlet,
     writer: RingWriter,
     stats: Arc<StreamStats>,
     events: Sender<IngestEvent>,
-    stop: Arc<AtomicBool>,
     query: StreamQuery,
     channels: usize,
     srate: f64,
@@ -154,7 +139,7 @@ struct Worker {
     name: String,
 }
 
-impl Worker {
+impl Acquirer {
     fn emit(&self, e: IngestEvent) {
         match &e {
             IngestEvent::Gap { .. }
@@ -169,7 +154,7 @@ impl Worker {
         let _ = self.events.try_send(e);
     }
 
-    fn run(mut self) {
+    fn run(mut self, stop: &StopFlag) {
         // Chunk buffers: ~100 ms of data, allocated once.
         let max_chunk = ((self.srate * 0.1).ceil() as usize).max(64);
         let mut data = vec![0.0f32; max_chunk * self.channels];
@@ -188,14 +173,14 @@ impl Worker {
         let mut rate_windows = 0u32;
         let mut rate_warned = false;
 
-        while !self.stop.load(Ordering::Relaxed) {
+        while !stop.is_set() {
             let got = match self.pull(&mut data, &mut stamps) {
                 Ok(n) => n,
                 Err(PullError::Lost) => {
                     self.emit(IngestEvent::SourceLost { last_timestamp: gaps.last() });
                     StreamStats::add(&self.stats.source_losses, 1);
                     self.stats.connected.store(false, Ordering::Relaxed);
-                    if !self.reresolve() {
+                    if !self.reresolve(stop) {
                         break;
                     }
                     lost = true;
@@ -322,8 +307,8 @@ impl Worker {
     }
 
     /// Without a source_id liblsl cannot recover: find the stream again by query.
-    fn reresolve(&mut self) -> bool {
-        while !self.stop.load(Ordering::Relaxed) {
+    fn reresolve(&mut self, stop: &StopFlag) -> bool {
+        while !stop.is_set() {
             match connect(&self.query, 1.0) {
                 Ok((inlet, info)) if info.channel_count() == self.channels => {
                     self.inlet = inlet;

@@ -2,14 +2,14 @@
 //! shown now"). Each marker is stamped on the local LSL clock and fanned out to every
 //! sink (window scheduler, recorder) over crossbeam channels.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
 use super::{IngestError, StreamDescription, StreamQuery, StreamStats};
 use crate::lsl::{self, MarkerInlet, PullError};
+use crate::worker::StoppableThread;
 
 /// One stimulus marker.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +26,7 @@ pub struct MarkerAcquisition {
     pub received: Arc<AtomicU64>,
     /// Counters in the same shape as the MEG stream's (samples = markers received).
     pub stats: Arc<StreamStats>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl MarkerAcquisition {
@@ -37,54 +36,42 @@ impl MarkerAcquisition {
         let mut inlet = MarkerInlet::open(&info, true)?;
         inlet.open_stream(timeout_s.max(2.0))?;
         let description = StreamDescription::from_info(&info);
-        let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(StreamStats::default());
         stats.connected.store(true, Ordering::Relaxed);
-        let (stop2, received2, stats2) = (stop.clone(), received.clone(), stats.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("lsl-{}", description.name))
-            .spawn(move || {
-                let mut offset = inlet.time_correction(2.0).unwrap_or(0.0);
-                let mut n = 0u64;
-                while !stop2.load(Ordering::Relaxed) {
-                    match inlet.pull_marker(0.05) {
-                        Ok(Some((ts, text))) => {
-                            n += 1;
-                            if n.is_multiple_of(50) {
-                                offset = inlet.time_correction(0.2).unwrap_or(offset);
-                            }
-                            received2.fetch_add(1, Ordering::Relaxed);
-                            StreamStats::add(&stats2.samples, 1);
-                            stats2.set_clock_offset(offset);
-                            let m = Marker { timestamp: ts + offset, source_timestamp: ts, text };
-                            for s in &sinks {
-                                let _ = s.send(m.clone());
-                            }
+        let (received2, stats2) = (received.clone(), stats.clone());
+        let thread = StoppableThread::spawn(format!("lsl-{}", description.name), move |stop| {
+            let mut offset = inlet.time_correction(2.0).unwrap_or(0.0);
+            let mut n = 0u64;
+            while !stop.is_set() {
+                match inlet.pull_marker(0.05) {
+                    Ok(Some((ts, text))) => {
+                        n += 1;
+                        if n.is_multiple_of(50) {
+                            offset = inlet.time_correction(0.2).unwrap_or(offset);
                         }
-                        Ok(None) => {}
-                        Err(PullError::Lost) => {
-                            tracing::warn!("marker stream lost");
-                            std::thread::sleep(std::time::Duration::from_millis(200));
+                        received2.fetch_add(1, Ordering::Relaxed);
+                        StreamStats::add(&stats2.samples, 1);
+                        stats2.set_clock_offset(offset);
+                        let m = Marker { timestamp: ts + offset, source_timestamp: ts, text };
+                        for s in &sinks {
+                            let _ = s.send(m.clone());
                         }
-                        Err(e) => tracing::warn!("marker pull failed: {e}"),
                     }
+                    Ok(None) => {}
+                    Err(PullError::Lost) => {
+                        tracing::warn!("marker stream lost");
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    Err(e) => tracing::warn!("marker pull failed: {e}"),
                 }
-            })
-            .map_err(|e| IngestError::Thread(e.to_string()))?;
-        Ok(Self { description, received, stats, stop, thread: Some(thread) })
+            }
+        })
+        .map_err(|e| IngestError::Thread(e.to_string()))?;
+        Ok(Self { description, received, stats, thread })
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MarkerAcquisition {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }

@@ -1,9 +1,8 @@
 //! [`LivePipeline`]: the decoding thread that follows the ring buffer, and the
 //! [`ImageWorker`] that runs the generator apart from it (latest-wins).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -13,6 +12,7 @@ use super::decoding::{Decoding, PipelineStats};
 use crate::ingest::{Marker, ReadError, RingBuffer};
 use crate::lsl;
 use crate::model::{Generator, RgbImage};
+use crate::worker::StoppableThread;
 
 /// Where decodings go (the hub, the recorder, a test).
 pub type DecodingSink = Box<dyn FnMut(&Arc<Decoding>) + Send>;
@@ -36,49 +36,45 @@ type Slot = Arc<(Mutex<Option<(u64, Vec<f32>)>>, Condvar)>;
 /// older ones that it had no time for are dropped (and counted).
 pub struct ImageWorker {
     slot: Slot,
-    stop: Arc<AtomicBool>,
     pub generated: Arc<AtomicU64>,
     pub superseded: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl ImageWorker {
     pub fn start(mut generator: Generator, mut sinks: Vec<ImageSink>) -> Self {
         let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let generated = Arc::new(AtomicU64::new(0));
-        let (slot2, stop2, gen2) = (slot.clone(), stop.clone(), generated.clone());
-        let thread = std::thread::Builder::new()
-            .name("generator".into())
-            .spawn(move || loop {
-                let job = {
-                    let (lock, cv) = &*slot2;
-                    let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    while g.is_none() && !stop2.load(Ordering::Relaxed) {
-                        g = cv.wait_timeout(g, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
-                    }
-                    g.take()
-                };
-                let Some((sequence, embedding)) = job else { break };
-                match generator.generate(&embedding).and_then(|im| {
-                    let png = im.to_png().map_err(crate::model::ModelError::Run)?;
-                    Ok((im, png))
-                }) {
-                    Ok((image, png)) => {
-                        gen2.fetch_add(1, Ordering::Relaxed);
-                        let img = GeneratedImage {
-                            sequence,
-                            image: Arc::new(image),
-                            png: Arc::new(png),
-                            generated_at: lsl::local_clock().unwrap_or(0.0),
-                        };
-                        sinks.iter_mut().for_each(|s| s(&img));
-                    }
-                    Err(e) => tracing::error!("image generation failed: {e}"),
+        let (slot2, gen2) = (slot.clone(), generated.clone());
+        let thread = StoppableThread::spawn("generator".into(), move |stop| loop {
+            let job = {
+                let (lock, cv) = &*slot2;
+                let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while g.is_none() && !stop.is_set() {
+                    g = cv.wait_timeout(g, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
                 }
-            })
-            .expect("spawn generator thread");
-        Self { slot, stop, generated, superseded: Arc::new(AtomicU64::new(0)), thread: Some(thread) }
+                g.take()
+            };
+            let Some((sequence, embedding)) = job else { break };
+            match generator.generate(&embedding).and_then(|im| {
+                let png = im.to_png().map_err(crate::model::ModelError::Run)?;
+                Ok((im, png))
+            }) {
+                Ok((image, png)) => {
+                    gen2.fetch_add(1, Ordering::Relaxed);
+                    let img = GeneratedImage {
+                        sequence,
+                        image: Arc::new(image),
+                        png: Arc::new(png),
+                        generated_at: lsl::local_clock().unwrap_or(0.0),
+                    };
+                    sinks.iter_mut().for_each(|s| s(&img));
+                }
+                Err(e) => tracing::error!("image generation failed: {e}"),
+            }
+        })
+        .expect("spawn generator thread");
+        Self { slot, generated, superseded: Arc::new(AtomicU64::new(0)), thread }
     }
 
     /// Hands the newest embedding over (never blocks on generation).
@@ -93,17 +89,9 @@ impl ImageWorker {
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.thread.request_stop();
         self.slot.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for ImageWorker {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 
@@ -111,8 +99,7 @@ impl Drop for ImageWorker {
 /// [`DecoderCore`], and hands each decoding to the sinks and the image worker.
 pub struct LivePipeline {
     pub stats: Arc<PipelineStats>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: StoppableThread,
 }
 
 impl LivePipeline {
@@ -125,81 +112,65 @@ impl LivePipeline {
         start: u64,
     ) -> Self {
         let stats = core.stats().clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, stats2) = (stop.clone(), stats.clone());
-        let thread = std::thread::Builder::new()
-            .name("pipeline".into())
-            .spawn(move || {
-                let images = images;
-                let chunk = 512usize;
-                let c = ring.channels();
-                let mut data = vec![0.0f32; chunk * c];
-                let mut ts = vec![0.0f64; chunk];
-                let mut seg = vec![0u32; chunk];
-                let mut flags = vec![0u8; chunk];
-                let mut cursor = start;
-                let mut seg_offset = 0u32;
-                let now = || lsl::local_clock().unwrap_or(0.0);
-                let mut emit = |d: Decoding| {
-                    if let Some(w) = &images {
-                        w.submit(d.sequence, &d.embedding);
-                    }
-                    let d = Arc::new(d);
-                    sinks.iter_mut().for_each(|s| s(&d));
-                };
-                while !stop2.load(Ordering::Relaxed) {
-                    let mut got_marker = false;
-                    for m in markers.try_iter() {
-                        core.push_marker(m);
-                        got_marker = true;
-                    }
-                    let head = ring.head();
-                    if head == cursor {
-                        if got_marker {
-                            core.poll(&now, &mut emit);
-                        }
-                        std::thread::sleep(Duration::from_micros(500));
-                        continue;
-                    }
-                    let n = ((head - cursor) as usize).min(chunk);
-                    match ring.read_with_meta(cursor, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n])
-                    {
-                        Ok(()) => {
-                            if seg_offset > 0 {
-                                seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
-                            }
-                            core.push_samples(&data[..n * c], &ts[..n], &seg[..n], &now, &mut emit);
-                            cursor += n as u64;
-                        }
-                        Err(ReadError::Overwritten { oldest, .. }) => {
-                            // We fell behind by more than the ring holds: restart after the
-                            // hole as a new segment (never splice across it).
-                            stats2.overruns.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                "pipeline fell behind the ring buffer; skipping {} samples",
-                                oldest - cursor
-                            );
-                            cursor = oldest + chunk as u64;
-                            seg_offset = seg_offset.wrapping_add(1 << 24);
-                        }
-                        Err(ReadError::NotYet { .. }) => std::thread::sleep(Duration::from_micros(500)),
-                    }
+        let stats2 = stats.clone();
+        let thread = StoppableThread::spawn("pipeline".into(), move |stop| {
+            let images = images;
+            let chunk = 512usize;
+            let c = ring.channels();
+            let mut data = vec![0.0f32; chunk * c];
+            let mut ts = vec![0.0f64; chunk];
+            let mut seg = vec![0u32; chunk];
+            let mut flags = vec![0u8; chunk];
+            let mut cursor = start;
+            let mut seg_offset = 0u32;
+            let now = || lsl::local_clock().unwrap_or(0.0);
+            let mut emit = |d: Decoding| {
+                if let Some(w) = &images {
+                    w.submit(d.sequence, &d.embedding);
                 }
-            })
-            .expect("spawn pipeline thread");
-        Self { stats, stop, thread: Some(thread) }
+                let d = Arc::new(d);
+                sinks.iter_mut().for_each(|s| s(&d));
+            };
+            while !stop.is_set() {
+                let mut got_marker = false;
+                for m in markers.try_iter() {
+                    core.push_marker(m);
+                    got_marker = true;
+                }
+                let head = ring.head();
+                if head == cursor {
+                    if got_marker {
+                        core.poll(&now, &mut emit);
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                    continue;
+                }
+                let n = ((head - cursor) as usize).min(chunk);
+                match ring.read_with_meta(cursor, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n]) {
+                    Ok(()) => {
+                        if seg_offset > 0 {
+                            seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
+                        }
+                        core.push_samples(&data[..n * c], &ts[..n], &seg[..n], &now, &mut emit);
+                        cursor += n as u64;
+                    }
+                    Err(ReadError::Overwritten { oldest, .. }) => {
+                        // We fell behind by more than the ring holds: restart after the
+                        // hole as a new segment (never splice across it).
+                        stats2.overruns.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("pipeline fell behind the ring buffer; skipping {} samples", oldest - cursor);
+                        cursor = oldest + chunk as u64;
+                        seg_offset = seg_offset.wrapping_add(1 << 24);
+                    }
+                    Err(ReadError::NotYet { .. }) => std::thread::sleep(Duration::from_micros(500)),
+                }
+            }
+        })
+        .expect("spawn pipeline thread");
+        Self { stats, thread }
     }
 
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for LivePipeline {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
