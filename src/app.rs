@@ -100,6 +100,7 @@ impl App {
             buffer_s: cfg.pipeline.buffer_s,
             subject: cfg.model.subject,
             notch_override: cfg.preprocessing.notch_hz.clone(),
+            max_batch: cfg.pipeline.max_batch,
         };
         let core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
         let hub = Hub::new(cfg.server.hub_capacity);

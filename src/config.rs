@@ -78,6 +78,8 @@ pub struct PipelineSection {
     pub top_k: usize,
     pub non_finite: NonFinitePolicy,
     pub buffer_s: f64,
+    /// Windows ready at the same time are encoded as one batch of at most this many.
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +156,7 @@ impl Default for PipelineSection {
             top_k: 5,
             non_finite: NonFinitePolicy::Skip,
             buffer_s: 10.0,
+            max_batch: 8,
         }
     }
 }
@@ -207,6 +210,37 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: origin.into(), why: e.to_string().trim_end().to_string() })
+    }
+
+    /// Applies `section.key=value` overrides (values in TOML syntax; bare words are taken
+    /// as strings), checked by the same rules as the file.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ConfigError> {
+        if overrides.is_empty() {
+            return Ok(self.clone());
+        }
+        let bad = |o: &str, why: String| ConfigError::Parse { path: format!("--set {o}"), why };
+        let mut doc: toml::Table = toml::from_str(&self.to_toml()).map_err(|e| bad("", e.to_string()))?;
+        for o in overrides {
+            let (key, raw) = o.split_once('=').ok_or_else(|| bad(o, "expected section.key=value".into()))?;
+            let (section, field) =
+                key.trim().split_once('.').ok_or_else(|| bad(o, "expected section.key=value".into()))?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+            let table = doc.entry(section.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            match table.as_table_mut() {
+                Some(t) => {
+                    t.insert(field.to_string(), value);
+                }
+                None => return Err(bad(o, format!("'{section}' is not a section"))),
+            }
+        }
+        let text = toml::to_string(&doc).map_err(|e| bad("", e.to_string()))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: format!("--set {}", overrides.join(" --set ")),
+            why: e.to_string().trim_end().to_string(),
+        })
     }
 
     /// The configuration as TOML (what `check-config` prints).
@@ -290,6 +324,22 @@ mod tests {
         assert!(err.contains("lab.toml") && err.contains("line 5") && err.contains("hop"), "{err}");
         let err = Config::from_toml("[server]\nlisten = \"not an address\"\n", "lab.toml").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn set_overrides_any_key_with_type_checks() {
+        let c = Config::default()
+            .with_overrides(&[
+                "server.hub_capacity=64".into(),
+                "stream.name=Neuromag".into(),
+                "preprocessing.notch_hz=[60.0]".into(),
+            ])
+            .unwrap();
+        assert_eq!((c.server.hub_capacity, c.stream.name.as_str()), (64, "Neuromag"));
+        assert_eq!(c.preprocessing.notch_hz, Some(vec![60.0]));
+        let err = Config::default().with_overrides(&["pipeline.hop=1".into()]).unwrap_err().to_string();
+        assert!(err.contains("hop"), "{err}");
+        assert!(Config::default().with_overrides(&["server.hub_capacity=many".into()]).is_err());
     }
 
     #[test]

@@ -83,6 +83,8 @@ fn same_decodings_whatever_the_chunking() {
     let cfg = sim_config(3);
     let (rows, ts, markers) = simulate::render(&cfg, 8.0, 100.0).unwrap();
     let pc = PipelineConfig { hop_s: Some(0.1), ..Default::default() };
+    // Chunks of 250 samples complete several windows at once (encoded as one batch);
+    // chunks of 1 and 7 never do: the decodings must not differ.
     let (reference, _) = decode(&cfg, &rows, &ts, &markers, 250, pc.clone());
     assert!(reference.iter().filter(|d| d.mode == DecodeMode::Continuous).count() > 50);
     assert!(reference.iter().filter(|d| d.mode == DecodeMode::EventLocked).count() >= 6);

@@ -71,7 +71,7 @@ pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
                 *m.entry(c.kind.as_str()).or_default() += 1;
                 m
             });
-        if !desc.channels.is_empty() {
+        if kinds.keys().any(|k| !k.is_empty()) {
             println!("  channel types: {kinds:?}");
         }
         if a.channels {

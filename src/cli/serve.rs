@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Prometheus metrics address, e.g. 127.0.0.1:9464.
     #[arg(long, env = "MEG_DECODER_METRICS")]
     pub metrics_listen: Option<String>,
+    /// Any configuration key, e.g. --set server.hub_capacity=256 --set stream.ring_seconds=60
+    /// (MEG_DECODER_SET takes several, separated by ';'). Applied after the other flags.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", env = "MEG_DECODER_SET", value_delimiter = ';')]
+    pub set: Vec<String>,
 }
 
 impl ServeArgs {
@@ -149,7 +153,7 @@ impl ServeArgs {
         if !self.notch.is_empty() {
             c.preprocessing.notch_hz = Some(self.notch.clone());
         }
-        Ok((c, origin))
+        Ok((c.with_overrides(&self.set)?, origin))
     }
 }
 

@@ -24,6 +24,7 @@ pub enum NonFinitePolicy {
 
 /// Pipeline settings that are not part of the model contract.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PipelineConfig {
     /// Continuous decoding every `hop_s` seconds (None = off).
     pub hop_s: Option<f64>,
@@ -38,6 +39,9 @@ pub struct PipelineConfig {
     pub subject: i64,
     /// Replaces the model's notch frequencies (e.g. `[60, 120]` where mains is 60 Hz).
     pub notch_override: Option<Vec<f64>>,
+    /// Windows that are ready together go through the encoder as one batch of at most
+    /// this many (1 = never batch).
+    pub max_batch: usize,
 }
 
 impl Default for PipelineConfig {
@@ -50,6 +54,7 @@ impl Default for PipelineConfig {
             buffer_s: 10.0,
             subject: 0,
             notch_override: None,
+            max_batch: 8,
         }
     }
 }
@@ -76,9 +81,12 @@ pub struct DecoderCore {
     encoder: Encoder,
     gallery: Option<Arc<Gallery>>,
     scores: Vec<f32>,
-    embedding: Vec<f32>,
     segment: Option<u32>,
     requests: Vec<Result<WindowRequest, Skipped>>,
+    /// Windows checked and waiting for the encoder, with their `repaired` flag.
+    ready: Vec<(WindowRequest, bool)>,
+    batch_in: Vec<f32>,
+    batch_out: Vec<f32>,
     sequence: u64,
     stats: Arc<PipelineStats>,
 }
@@ -128,8 +136,10 @@ impl DecoderCore {
             scheduler: WindowScheduler::new(&contract, config.hop_s, config.event_locked),
             assembler: WindowAssembler::new(&contract),
             scores: vec![0.0; gallery.as_ref().map_or(0, |g| g.len())],
-            embedding: vec![0.0; contract.embedding_dim],
             requests: Vec::with_capacity(64),
+            ready: Vec::with_capacity(config.max_batch.max(1)),
+            batch_in: Vec::new(),
+            batch_out: Vec::new(),
             segment: None,
             sequence: 0,
             stats: Arc::new(PipelineStats::default()),
@@ -202,60 +212,93 @@ impl DecoderCore {
     pub fn poll(&mut self, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
         self.scheduler.ready_epochs(&self.buf, &mut self.requests);
         let mut requests = std::mem::take(&mut self.requests);
+        let mut ready = std::mem::take(&mut self.ready);
         for r in requests.drain(..) {
-            match r {
-                Ok(w) => self.decode(w, now, emit),
-                Err(s) => {
-                    self.stats.skip(s.reason);
-                    if let Some(m) = s.marker {
-                        tracing::warn!("marker '{}' at {:.3} not decoded: {:?}", m.text, m.timestamp, s.reason);
+            match r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check(w)) {
+                Ok(w) => {
+                    ready.push(w);
+                    if ready.len() == self.config.max_batch.max(1) {
+                        self.decode_batch(&mut ready, now, emit);
+                    }
+                }
+                Err((reason, marker)) => {
+                    self.stats.skip(reason);
+                    if let Some(m) = marker {
+                        tracing::warn!("marker '{}' at {:.3} not decoded: {:?}", m.text, m.timestamp, reason);
                     }
                 }
             }
         }
+        if !ready.is_empty() {
+            self.decode_batch(&mut ready, now, emit);
+        }
         self.requests = requests;
+        self.ready = ready;
     }
 
-    fn decode(&mut self, w: WindowRequest, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
+    /// Whether a window can be decoded now; why not if it cannot.
+    fn check(&self, w: WindowRequest) -> Result<(WindowRequest, bool), (SkipReason, Option<Marker>)> {
         let len = self.contract.window_samples as u64;
         if !self.assembler.ready() {
-            return self.stats.skip(SkipReason::ScalerWarmup);
+            return Err((SkipReason::ScalerWarmup, w.marker));
         }
         if w.start < self.buf.oldest() {
-            return self.stats.skip(SkipReason::TooLate);
+            return Err((SkipReason::TooLate, w.marker));
         }
         let repaired = self.buf.any_repaired(w.start, w.start + len);
         if repaired && self.config.non_finite == NonFinitePolicy::Skip {
-            return self.stats.skip(SkipReason::NonFinite);
+            return Err((SkipReason::NonFinite, w.marker));
         }
-        self.assembler.assemble(&self.buf, w.start);
+        Ok((w, repaired))
+    }
+
+    /// Runs the encoder once over all `ready` windows (a batch when the pipeline has several
+    /// at once, e.g. after catching up), then emits them in order.
+    fn decode_batch(
+        &mut self,
+        ready: &mut Vec<(WindowRequest, bool)>,
+        now: &dyn Fn() -> f64,
+        emit: &mut dyn FnMut(Decoding),
+    ) {
+        let (n, one, dim) = (ready.len(), self.assembler.window.len(), self.contract.embedding_dim);
+        self.batch_in.resize(n * one, 0.0);
+        self.batch_out.resize(n * dim, 0.0);
+        for (i, (w, _)) in ready.iter().enumerate() {
+            self.assembler.assemble(&self.buf, w.start);
+            self.batch_in[i * one..(i + 1) * one].copy_from_slice(&self.assembler.window);
+        }
         let t = std::time::Instant::now();
-        if let Err(e) = self.encoder.encode(&self.assembler.window, self.config.subject, &mut self.embedding) {
+        if let Err(e) = self.encoder.encode_batch(&self.batch_in, n, self.config.subject, &mut self.batch_out) {
             tracing::error!("{e}");
-            return self.stats.skip(SkipReason::EncoderError);
+            ready.drain(..).for_each(|_| self.stats.skip(SkipReason::EncoderError));
+            return;
         }
-        let encoder_s = t.elapsed().as_secs_f64();
-        let top_k = match &self.gallery {
-            Some(g) => g.top_k(&self.embedding, self.config.top_k, &mut self.scores),
-            None => Vec::new(),
-        };
-        let window_end = self.buf.timestamp(w.start + len - 1);
-        let decoded_at = now();
-        let d = Decoding {
-            sequence: self.sequence,
-            mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
-            marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
-            window_start: self.buf.timestamp(w.start),
-            window_end,
-            decoded_at,
-            latency_s: decoded_at - window_end,
-            encoder_s,
-            embedding: self.embedding.clone(),
-            top_k,
-            repaired,
-        };
-        self.sequence += 1;
-        self.stats.record(&d);
-        emit(d);
+        let encoder_s = t.elapsed().as_secs_f64() / n as f64;
+        let len = self.contract.window_samples as u64;
+        for (i, (w, repaired)) in ready.drain(..).enumerate() {
+            let embedding = self.batch_out[i * dim..(i + 1) * dim].to_vec();
+            let top_k = match &self.gallery {
+                Some(g) => g.top_k(&embedding, self.config.top_k, &mut self.scores),
+                None => Vec::new(),
+            };
+            let window_end = self.buf.timestamp(w.start + len - 1);
+            let decoded_at = now();
+            let d = Decoding {
+                sequence: self.sequence,
+                mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
+                marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
+                window_start: self.buf.timestamp(w.start),
+                window_end,
+                decoded_at,
+                latency_s: decoded_at - window_end,
+                encoder_s,
+                embedding,
+                top_k,
+                repaired,
+            };
+            self.sequence += 1;
+            self.stats.record(&d);
+            emit(d);
+        }
     }
 }
