@@ -116,7 +116,14 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--small", action="store_true",
+                    help="the CPU recipe: 64 virtual/hidden channels, 2 blocks, at most 40 epochs (2 CPU cores, < 20 min)")
     args = ap.parse_args()
+    size = dict(virt=128, hidden=128, feat=256, blocks=3)
+    if args.small:
+        size = dict(virt=64, hidden=64, feat=128, blocks=2)
+        args.epochs = min(args.epochs, 40)
+        torch.set_num_threads(2)
     t_start = time.time()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1)
@@ -137,7 +144,7 @@ def main():
     Y = torch.tensor(emb[train_lab], device=dev)
     bank = F.normalize(torch.tensor(emb[train_imgs], device=dev), dim=1)
     lab_in_bank = torch.tensor([int(np.where(train_imgs == l)[0][0]) for l in train_lab], device=dev)
-    model = BrainModule(xy, emb.shape[1]).to(dev)
+    model = BrainModule(xy, emb.shape[1], **size).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=args.epochs * ((len(X) + 127) // 128))
     for ep in range(args.epochs):
@@ -185,7 +192,7 @@ def main():
     params = sum(p.numel() for p in model.parameters())
     new_meta.update(name="demo-brain-module-v1",
                     description=f"Brain module ({params / 1e6:.2f} M parameters) trained with CLIP + MSE on SIMULATED MEG of the demo world.",
-                    training=f"models/train_brain_module.py --seed {args.seed} --reps {args.reps} --epochs {args.epochs} on {args.device}")
+                    training=f"models/train_brain_module.py --seed {args.seed} --reps {args.reps} --epochs {args.epochs}{' --small' if args.small else ''} on {args.device}")
     write_contract(m, new_meta, path)
     with torch.no_grad():
         ref_out = exp(torch.tensor(ref_in)).numpy()
@@ -193,7 +200,7 @@ def main():
     np.save(out / "reference_output.npy", ref_out.astype(np.float32))
     report = {"params": params, "train_trials": int(len(X)), "test_trials": int(len(test_lab)), "held_out_images": 48,
               "curve": curve, "data_s": t_data, "train_s": t_train, "device": args.device, "torch": torch.__version__,
-              "epochs": args.epochs, "reps": args.reps, "seed": args.seed}
+              "epochs": args.epochs, "reps": args.reps, "seed": args.seed, "small": args.small}
     (out / "training.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "curve"}))
 

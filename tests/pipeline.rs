@@ -190,10 +190,11 @@ fn committed_models_reproduce_reference_outputs() {
     let png = generator.generate_png(&got).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/paper/encoder.onnx");
-    if paper.exists() {
-        let p = Encoder::load(&paper, &EncoderOptions { warmup_runs: 1, ..Default::default() }).unwrap();
-        assert_eq!(p.contract().window_samples, 181);
-    }
+    let p = Encoder::load(&paper, &EncoderOptions { warmup_runs: 1, ..Default::default() }).unwrap();
+    assert_eq!(
+        (p.contract().window_samples, p.contract().channel_names.len(), p.contract().embedding_dim),
+        (181, 272, 768)
+    );
 }
 
 #[test]
