@@ -2,7 +2,7 @@
 //! shown now"). Each marker is stamped on the local LSL clock and fanned out to every
 //! sink (window scheduler, recorder) over crossbeam channels.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -23,7 +23,6 @@ pub struct Marker {
 
 pub struct MarkerAcquisition {
     pub description: StreamDescription,
-    pub received: Arc<AtomicU64>,
     /// Counters in the same shape as the MEG stream's (samples = markers received).
     pub stats: Arc<StreamStats>,
     thread: StoppableThread,
@@ -36,10 +35,9 @@ impl MarkerAcquisition {
         let mut inlet = MarkerInlet::open(&info, true)?;
         inlet.open_stream(timeout_s.max(2.0))?;
         let description = StreamDescription::from_info(&info);
-        let received = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(StreamStats::default());
         stats.connected.store(true, Ordering::Relaxed);
-        let (received2, stats2) = (received.clone(), stats.clone());
+        let stats2 = stats.clone();
         let thread = StoppableThread::spawn(format!("lsl-{}", description.name), move |stop| {
             let mut offset = inlet.time_correction(2.0).unwrap_or(0.0);
             let mut n = 0u64;
@@ -50,7 +48,6 @@ impl MarkerAcquisition {
                         if n.is_multiple_of(50) {
                             offset = inlet.time_correction(0.2).unwrap_or(offset);
                         }
-                        received2.fetch_add(1, Ordering::Relaxed);
                         StreamStats::add(&stats2.samples, 1);
                         stats2.set_clock_offset(offset);
                         let m = Marker { timestamp: ts + offset, source_timestamp: ts, text };
@@ -68,7 +65,7 @@ impl MarkerAcquisition {
             }
         })
         .map_err(|e| IngestError::Thread(e.to_string()))?;
-        Ok(Self { description, received, stats, thread })
+        Ok(Self { description, stats, thread })
     }
 
     pub fn stop(&mut self) {

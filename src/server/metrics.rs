@@ -106,6 +106,13 @@ pub fn render(s: &DecoderState) -> String {
         })
         .collect();
     metric(&mut o, "megdecoder_windows_skipped_total", "counter", "Windows not decoded, by reason.", &skipped);
+    metric(
+        &mut o,
+        "megdecoder_pipeline_overruns_total",
+        "counter",
+        "Times the pipeline fell behind the ring buffer and skipped ahead.",
+        &[(String::new(), s.pipeline.overruns.load(Ordering::Relaxed) as f64)],
+    );
     histogram(
         &mut o,
         "megdecoder_encoder_seconds",
