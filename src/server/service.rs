@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::hub::Hub;
@@ -57,9 +56,6 @@ impl DecoderService {
         Self { state }
     }
 }
-
-/// Per-subscription queue between the hub reader task and the gRPC stream.
-const SUBSCRIBER_QUEUE: usize = 16;
 
 fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Decoding {
     let k = if req.top_k == 0 { d.top_k.len() } else { (req.top_k as usize).min(d.top_k.len()) };
@@ -127,16 +123,16 @@ impl proto::decoder_server::Decoder for DecoderService {
             other => other,
         };
         let min_gap = (req.max_rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / req.max_rate_hz));
-        let mut sub = self.state.hub.subscribe(peer);
+        let sub = self.state.hub.subscribe(peer);
         let hub = self.state.hub.clone();
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        tokio::spawn(async move {
-            let mut missed = 0u64;
-            let mut last_cont: Option<Instant> = None;
-            loop {
-                let d = tokio::select! {
-                    _ = tx.closed() => break,
-                    r = sub.decodings.recv() => match r {
+        // The stream reads the subscriber's broadcast receiver directly: no task or queue
+        // in between. Dropping it (the client went away) drops the subscription at once.
+        let state = (sub, req, 0u64, None::<Instant>);
+        let stream = futures_util::stream::unfold(state, move |(mut sub, req, mut missed, mut last_cont)| {
+            let hub = hub.clone();
+            async move {
+                loop {
+                    let d = match sub.decodings.recv().await {
                         Ok(d) => d,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             missed += n;
@@ -144,37 +140,33 @@ impl proto::decoder_server::Decoder for DecoderService {
                             hub.missed_total.fetch_add(n, Ordering::Relaxed);
                             continue;
                         }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
-                };
-                let keep = match d.mode {
-                    DecodeMode::Continuous => {
-                        want_cont && min_gap.is_none_or(|g| last_cont.is_none_or(|t| t.elapsed() >= g))
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    };
+                    let keep = match d.mode {
+                        DecodeMode::Continuous => {
+                            want_cont && min_gap.is_none_or(|g| last_cont.is_none_or(|t| t.elapsed() >= g))
+                        }
+                        DecodeMode::EventLocked => want_locked,
+                    };
+                    if !keep {
+                        continue;
                     }
-                    DecodeMode::EventLocked => want_locked,
-                };
-                if !keep {
-                    continue;
-                }
-                if d.mode == DecodeMode::Continuous {
-                    last_cont = Some(Instant::now());
-                }
-                let mut msg = to_pb(&d, &req, missed);
-                if req.include_images && sub.images.has_changed().unwrap_or(false) {
-                    if let Some(img) = sub.images.borrow_and_update().clone() {
-                        msg.image_png = image_bytes(&img, req.image_size);
-                        msg.image_sequence = img.sequence;
+                    if d.mode == DecodeMode::Continuous {
+                        last_cont = Some(Instant::now());
                     }
+                    let mut msg = to_pb(&d, &req, missed);
+                    if req.include_images && sub.images.has_changed().unwrap_or(false) {
+                        if let Some(img) = sub.images.borrow_and_update().clone() {
+                            msg.image_png = image_bytes(&img, req.image_size);
+                            msg.image_sequence = img.sequence;
+                        }
+                    }
+                    sub.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    return Some((Ok(msg), (sub, req, 0, last_cont)));
                 }
-                if tx.send(Ok(msg)).await.is_err() {
-                    break;
-                }
-                missed = 0;
-                sub.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
-            // `sub` drops here: the subscriber leaves the hub at once.
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_status(&self, _: Request<proto::GetStatusRequest>) -> Result<Response<proto::Status>, Status> {
