@@ -17,6 +17,7 @@ all: build
 .stamp-apt:
 	@need=""; \
 	python3 -c 'import ensurepip' 2>/dev/null || need="$$need python3-venv"; \
+	python3 -m pip --version >/dev/null 2>&1 || need="$$need python3-pip"; \
 	command -v cc >/dev/null || need="$$need gcc"; \
 	command -v unzip >/dev/null || need="$$need unzip"; \
 	if [ -n "$$need" ]; then \
