@@ -7,7 +7,6 @@
 //! ```
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -26,11 +25,6 @@ pub struct App {
     pub recorder: Option<Arc<Recorder>>,
     acquisition: MegAcquisition,
     markers: Option<MarkerAcquisition>,
-}
-
-fn query(name: &str, kind: &str, source_id: &str) -> StreamQuery {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    StreamQuery { name: opt(name), kind: opt(kind), source_id: opt(source_id) }
 }
 
 impl App {
@@ -56,7 +50,8 @@ impl App {
             None => None,
         };
 
-        let mut acq_cfg = AcquisitionConfig::new(query(&cfg.stream.name, &cfg.stream.kind, &cfg.stream.source_id));
+        let mut acq_cfg =
+            AcquisitionConfig::new(StreamQuery::from_config(&cfg.stream.name, &cfg.stream.kind, &cfg.stream.source_id));
         acq_cfg.resolve_timeout_s = cfg.stream.resolve_timeout_s;
         acq_cfg.ring_seconds = cfg.stream.ring_seconds;
         acq_cfg.expected_channels = (cfg.stream.channels > 0).then_some(cfg.stream.channels);
@@ -73,7 +68,7 @@ impl App {
         let (to_recorder_m, recorder_markers) = crossbeam_channel::bounded(4096);
         let recording = !cfg.recording.dir.as_os_str().is_empty();
         let markers = if cfg.markers.enabled {
-            let q = query(&cfg.markers.name, &cfg.markers.kind, "");
+            let q = StreamQuery::from_config(&cfg.markers.name, &cfg.markers.kind, "");
             let mut sinks = vec![to_pipeline];
             if recording {
                 sinks.push(to_recorder_m);
@@ -131,12 +126,11 @@ impl App {
             embedding_dim: contract.embedding_dim,
             generator: generator.is_some(),
         };
-        let images_generated = Arc::new(AtomicU64::new(0));
         let images = generator.map(|g| {
             let hub = hub.clone();
             ImageWorker::start(g, vec![Box::new(move |img| hub.publish_image(img.clone()))])
         });
-        let images_generated = images.as_ref().map_or(images_generated, |w| w.generated.clone());
+        let images_generated = images.as_ref().map_or_else(Default::default, |w| w.generated.clone());
         let mut sinks: Vec<crate::pipeline::DecodingSink> = Vec::new();
         let h = hub.clone();
         sinks.push(Box::new(move |d| h.publish(d.clone())));

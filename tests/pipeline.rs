@@ -40,17 +40,6 @@ fn sim_config(seed: u64) -> SimulatorConfig {
 }
 
 /// Runs the core over `rows` in chunks of `chunk` samples.
-fn decode(
-    cfg: &SimulatorConfig,
-    rows: &[f32],
-    ts: &[f64],
-    markers: &[Marker],
-    chunk: usize,
-    pc: PipelineConfig,
-) -> (Vec<Decoding>, DecoderCore) {
-    decode_with(encoder(), cfg, rows, ts, markers, chunk, pc)
-}
-
 /// Runs the core with `enc` over `rows` in chunks of `chunk` samples.
 fn decode_with(
     enc: Encoder,
@@ -85,11 +74,11 @@ fn same_decodings_whatever_the_chunking() {
     let pc = PipelineConfig { hop_s: Some(0.1), ..Default::default() };
     // Chunks of 250 samples complete several windows at once (encoded as one batch);
     // chunks of 1 and 7 never do: the decodings must not differ.
-    let (reference, _) = decode(&cfg, &rows, &ts, &markers, 250, pc.clone());
+    let (reference, _) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 250, pc.clone());
     assert!(reference.iter().filter(|d| d.mode == DecodeMode::Continuous).count() > 50);
     assert!(reference.iter().filter(|d| d.mode == DecodeMode::EventLocked).count() >= 6);
     for chunk in [1, 7] {
-        let (got, _) = decode(&cfg, &rows, &ts, &markers, chunk, pc.clone());
+        let (got, _) = decode_with(encoder(), &cfg, &rows, &ts, &markers, chunk, pc.clone());
         assert_eq!(got.len(), reference.len(), "chunk {chunk}: number of decodings");
         // Event-locked decodings are emitted when complete; compare by window.
         let key = |d: &Decoding| (d.mode == DecodeMode::EventLocked, (d.window_start * 1e6).round() as i64);
@@ -112,24 +101,13 @@ fn event_locked_decodings_retrieve_the_shown_images() {
     let cfg = sim_config(11);
     let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
     let pc = PipelineConfig { hop_s: None, ..Default::default() };
-    let (out, core) = decode(&cfg, &rows, &ts, &markers, 100, pc);
-    let locked: Vec<&Decoding> = out.iter().filter(|d| d.mode == DecodeMode::EventLocked).collect();
-    assert!(locked.len() >= 38, "only {} event-locked decodings", locked.len());
-    let hit = |k: usize| {
-        locked
-            .iter()
-            .filter(|d| d.top_k.iter().take(k).any(|h| Some(&h.image_id) == d.marker.as_ref().map(|m| &m.text)))
-            .count() as f64
-            / locked.len() as f64
-    };
-    let (top1, top5) = (hit(1), hit(5));
-    eprintln!(
-        "offline: top-1 {top1:.2}, top-5 {top5:.2} over {} stimuli (240 images: chance 0.004 / 0.021)",
-        locked.len()
-    );
+    let (out, core) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 100, pc);
+    let (top1, top5, n) = hit_rates(&out);
+    assert!(n >= 38, "only {n} event-locked decodings");
+    eprintln!("offline: top-1 {top1:.2}, top-5 {top5:.2} over {n} stimuli (240 images: chance 0.004 / 0.021)");
     assert!(top5 > 0.4, "top-5 {top5}");
     // The window is -0.5..+1.0 s around the onset.
-    let d = locked[0];
+    let d = out.iter().find(|d| d.mode == DecodeMode::EventLocked).unwrap();
     let onset = d.marker.as_ref().unwrap().timestamp;
     assert!((d.window_start - (onset - 0.5)).abs() < 0.005, "{} vs {}", d.window_start, onset - 0.5);
     assert!((d.window_end - (onset + 1.0)).abs() < 0.005);
@@ -205,11 +183,18 @@ fn nan_windows_are_skipped_or_repaired_by_policy() {
         *v = f32::NAN;
     }
     let pc = PipelineConfig { hop_s: Some(0.1), ..Default::default() };
-    let (skip, core) = decode(&cfg, &rows, &ts, &markers, 50, pc.clone());
+    let (skip, core) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 50, pc.clone());
     assert!(core.stats().skipped(SkipReason::NonFinite) > 5);
     assert!(skip.iter().all(|d| !d.repaired && d.embedding.iter().all(|v| v.is_finite())));
-    let (repair, core) =
-        decode(&cfg, &rows, &ts, &markers, 50, PipelineConfig { non_finite: NonFinitePolicy::Repair, ..pc });
+    let (repair, core) = decode_with(
+        encoder(),
+        &cfg,
+        &rows,
+        &ts,
+        &markers,
+        50,
+        PipelineConfig { non_finite: NonFinitePolicy::Repair, ..pc },
+    );
     assert_eq!(core.stats().skipped(SkipReason::NonFinite), 0);
     assert!(repair.iter().filter(|d| d.repaired).count() > 5);
     assert!(repair.iter().all(|d| d.embedding.iter().all(|v| v.is_finite())));

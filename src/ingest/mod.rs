@@ -38,6 +38,11 @@ impl StreamQuery {
     pub fn by_type(kind: &str) -> Self {
         Self { kind: Some(kind.into()), ..Default::default() }
     }
+    /// From configuration strings, where an empty string means "any".
+    pub fn from_config(name: &str, kind: &str, source_id: &str) -> Self {
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Self { name: opt(name), kind: opt(kind), source_id: opt(source_id) }
+    }
 
     /// The XPath predicate liblsl resolves with, e.g. `name='MEG' and type='MEG'`.
     pub fn predicate(&self) -> Result<String, IngestError> {
@@ -95,8 +100,9 @@ impl From<ChannelInfo> for ChannelInfoData {
 
 impl StreamDescription {
     pub fn from_info(info: &StreamInfo) -> Self {
-        let channels: Vec<ChannelInfoData> = if info.channels().len() == info.channel_count() {
-            info.channels().into_iter().map(Into::into).collect()
+        let parsed = info.channels();
+        let channels: Vec<ChannelInfoData> = if parsed.len() == info.channel_count() {
+            parsed.into_iter().map(Into::into).collect()
         } else {
             info.channel_labels()
                 .into_iter()

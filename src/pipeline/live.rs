@@ -37,7 +37,6 @@ type Slot = Arc<(Mutex<Option<(u64, Vec<f32>)>>, Condvar)>;
 pub struct ImageWorker {
     slot: Slot,
     pub generated: Arc<AtomicU64>,
-    pub superseded: Arc<AtomicU64>,
     thread: StoppableThread,
 }
 
@@ -74,17 +73,13 @@ impl ImageWorker {
             }
         })
         .expect("spawn generator thread");
-        Self { slot, generated, superseded: Arc::new(AtomicU64::new(0)), thread }
+        Self { slot, generated, thread }
     }
 
     /// Hands the newest embedding over (never blocks on generation).
     pub fn submit(&self, sequence: u64, embedding: &[f32]) {
         let (lock, cv) = &*self.slot;
-        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if g.is_some() {
-            self.superseded.fetch_add(1, Ordering::Relaxed);
-        }
-        *g = Some((sequence, embedding.to_vec()));
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some((sequence, embedding.to_vec()));
         cv.notify_one();
     }
 
