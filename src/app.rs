@@ -96,8 +96,12 @@ impl App {
             subject: cfg.model.subject,
             notch_override: cfg.preprocessing.notch_hz.clone(),
             max_batch: cfg.pipeline.max_batch,
+            channel_matching: cfg.stream.channel_matching,
+            events: cfg.events.clone(),
+            settle_s: cfg.preprocessing.settle_s,
         };
         let core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
+        tracing::info!("preprocessing: {}", core.preprocessing_summary());
         let hub = Hub::new(cfg.server.hub_capacity);
         let (to_recorder_d, recorder_decodings) = crossbeam_channel::bounded(4096);
         let recorder = if recording {
@@ -120,7 +124,7 @@ impl App {
         };
         let model_info = ModelInfo {
             name: contract.name.clone(),
-            contract: contract.summary(),
+            contract: format!("{} | {}", contract.summary(), core.preprocessing_summary()),
             sha256: core.encoder().sha256().to_string(),
             embedding_space: contract.embedding_space.clone(),
             embedding_dim: contract.embedding_dim,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ExecutionProvider;
-use crate::pipeline::NonFinitePolicy;
+use crate::pipeline::{ChannelMatching, EventConfig, NonFinitePolicy};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -18,6 +18,7 @@ pub struct Config {
     pub markers: MarkersSection,
     pub model: ModelSection,
     pub preprocessing: PreprocessingSection,
+    pub events: EventConfig,
     pub pipeline: PipelineSection,
     pub server: ServerSection,
     pub recording: RecordingSection,
@@ -25,11 +26,13 @@ pub struct Config {
     pub logging: LoggingSection,
 }
 
-/// Which MEG stream to decode (all given properties must match).
+/// Which MEG stream to decode (all given properties must match; with none given, any
+/// stream of type `MEG`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSection {
     pub name: String,
+    /// Stream type; empty = any (MNE-LSL's player and many apps publish an empty type).
     #[serde(rename = "type")]
     pub kind: String,
     pub source_id: String,
@@ -39,6 +42,9 @@ pub struct StreamSection {
     pub ring_seconds: f64,
     /// Channel count to insist on (0 = whatever the stream has).
     pub channels: usize,
+    /// How the model's channel names find the stream's labels: `normalized` (exact, else
+    /// spaces/case/CTF serial ignored: `MLC11-2908` = `MLC11`) or `exact`.
+    pub channel_matching: ChannelMatching,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +73,9 @@ pub struct ModelSection {
 #[serde(deny_unknown_fields, default)]
 pub struct PreprocessingSection {
     pub notch_hz: Option<Vec<f64>>,
+    /// Seconds after a filter start (start-up, gap, reset) before windows are decoded;
+    /// replaces the model's `settle_s` (default: the model's, else the filters' own).
+    pub settle_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,11 +133,12 @@ impl Default for StreamSection {
     fn default() -> Self {
         Self {
             name: String::new(),
-            kind: "MEG".into(),
+            kind: String::new(),
             source_id: String::new(),
             resolve_timeout_s: 10.0,
             ring_seconds: 30.0,
             channels: 0,
+            channel_matching: ChannelMatching::Normalized,
         }
     }
 }
@@ -251,8 +261,27 @@ impl Config {
     /// Checks values and paths now, so a bad setting fails at start-up.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let bad = |key: &'static str, why: String| Err(ConfigError::Invalid { path: origin.into(), key, why });
-        if self.stream.name.is_empty() && self.stream.kind.is_empty() && self.stream.source_id.is_empty() {
-            return bad("stream", "give at least one of name, type or source_id".into());
+        if let Some(s) = self.preprocessing.settle_s {
+            if !s.is_finite() || !(0.0..=600.0).contains(&s) {
+                return bad("preprocessing.settle_s", format!("must be 0..600 seconds, got {s}"));
+            }
+        }
+        let ev = &self.events;
+        for (key, v) in [("events.min_interval_s", ev.min_interval_s), ("events.pair_window_s", ev.pair_window_s)] {
+            if !v.is_finite() || !(0.0..=10.0).contains(&v) {
+                return bad(key, format!("must be 0..10 seconds, got {v}"));
+            }
+        }
+        if ev.source == crate::pipeline::OnsetSource::Trigger && ev.trigger_channel.is_empty() {
+            return bad("events.trigger_channel", "events.source = trigger needs the trigger channel's label".into());
+        }
+        if ev.source == crate::pipeline::OnsetSource::Photodiode
+            && (ev.photodiode_channel.is_empty() || !ev.photodiode_threshold.is_some_and(f64::is_finite))
+        {
+            return bad(
+                "events.photodiode_channel",
+                "events.source = photodiode needs photodiode_channel and a finite photodiode_threshold".into(),
+            );
         }
         if !self.model.dir.join("encoder.onnx").is_file() {
             return bad(

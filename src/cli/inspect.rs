@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use meg_decoder::ingest::StreamDescription;
 use meg_decoder::lsl::{self, Inlet};
+use meg_decoder::pipeline::{is_brain_type, si_unit_of_type, unit_to_si};
 
 #[derive(Args, Debug)]
 pub struct InspectStreamArgs {
@@ -55,8 +56,23 @@ pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
             Some(i) if a.measure > 0.0 => measure(i, &desc, a.measure),
             _ => None,
         };
+        // What the service will make of each channel: its SI unit and the factor to it.
+        let units: Vec<serde_json::Value> = desc
+            .channels
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "label": c.label,
+                    "type": c.kind,
+                    "unit": c.unit,
+                    "si_unit": si_unit_of_type(&c.kind),
+                    "to_si": unit_to_si(&c.unit),
+                    "brain_sensor": is_brain_type(&c.kind),
+                })
+            })
+            .collect();
         if a.json {
-            println!("{}", serde_json::json!({"stream": desc, "measured": measured}));
+            println!("{}", serde_json::json!({"stream": desc, "measured": measured, "channel_units": units}));
             continue;
         }
         println!("{}", full.as_ref().unwrap_or(info).summary());
@@ -76,7 +92,11 @@ pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
         }
         if a.channels {
             for (i, c) in desc.channels.iter().enumerate() {
-                println!("  {i:4} {:<12} {:<6} {}", c.label, c.kind, c.unit);
+                let si = match si_unit_of_type(&c.kind) {
+                    Some(base) => format!("= {} {base}", unit_to_si(&c.unit)),
+                    None => String::new(),
+                };
+                println!("  {i:4} {:<14} {:<8} {:<6} {si}", c.label, c.kind, c.unit);
             }
         }
     }

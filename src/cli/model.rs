@@ -14,6 +14,9 @@ pub struct InspectModelArgs {
     /// Print every channel name.
     #[arg(long)]
     pub channels: bool,
+    /// Stream rate (Hz) to report the filters' delay and settling time at.
+    #[arg(long, default_value_t = 1000.0)]
+    pub stream_rate: f64,
 }
 
 pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
@@ -31,6 +34,32 @@ pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
         c.channel_names.len(),
         c.channel_names[0],
         c.channel_names[c.channel_names.len() - 1]
+    );
+    anyhow::ensure!(
+        a.stream_rate.is_finite() && a.stream_rate >= c.sample_rate && a.stream_rate <= 1e6,
+        "--stream-rate must be a rate the model can use (>= {} Hz, <= 1 MHz), got {}",
+        c.sample_rate,
+        a.stream_rate
+    );
+    let sos = meg_decoder::pipeline::design_filters(&c, a.stream_rate)?;
+    let (lo, hi) = c.evoked_band_hz;
+    let band = meg_decoder::dsp::band_group_delay_s(&sos, lo, hi.min(0.45 * a.stream_rate), a.stream_rate);
+    println!(
+        "filters    {} at {} Hz: group delay {:.1} ms at 1 Hz, {:.1} ms at 10 Hz, {:.1} ms over {lo}-{hi} Hz; {}",
+        c.filter_phase.as_str(),
+        a.stream_rate,
+        meg_decoder::dsp::group_delay_s(&sos, 1.0, a.stream_rate) * 1e3,
+        meg_decoder::dsp::group_delay_s(&sos, 10.0, a.stream_rate) * 1e3,
+        band * 1e3,
+        match c.filter_phase {
+            meg_decoder::model::FilterPhase::Causal => "not compensated (the model was trained with it)".to_string(),
+            meg_decoder::model::FilterPhase::ZeroPhase => format!("windows shifted back by {:.1} ms", band * 1e3),
+        }
+    );
+    println!(
+        "settling   {:.2} s after start and after every gap before windows are decoded{}",
+        c.settle_s.unwrap_or_else(|| meg_decoder::dsp::settle_time_s(&sos, a.stream_rate, 1e-3, 10.0)),
+        if c.settle_s.is_some() { " (set by the model)" } else { " (the filters' own settling time)" }
     );
     if a.channels {
         for (i, n) in c.channel_names.iter().enumerate() {

@@ -20,7 +20,7 @@ pub struct ServeArgs {
     /// MEG stream name.
     #[arg(long, env = "MEG_DECODER_STREAM_NAME")]
     pub stream_name: Option<String>,
-    /// MEG stream type (default MEG).
+    /// MEG stream type (default: any when a name or source_id is given, else MEG).
     #[arg(long, env = "MEG_DECODER_STREAM_TYPE")]
     pub stream_type: Option<String>,
     /// MEG stream source_id.
@@ -29,6 +29,25 @@ pub struct ServeArgs {
     /// Seconds to wait for the MEG stream at start-up.
     #[arg(long)]
     pub resolve_timeout: Option<f64>,
+    /// How model channel names find the stream's labels (normalized: `MLC11-2908` = `MLC11`).
+    #[arg(long, value_enum)]
+    pub channel_matching: Option<meg_decoder::pipeline::ChannelMatching>,
+    /// Where event-locked onsets come from: auto (trigger channel when configured and
+    /// present), markers, trigger, photodiode.
+    #[arg(long, value_enum)]
+    pub onsets: Option<meg_decoder::pipeline::OnsetSource>,
+    /// Trigger channel label in the MEG stream (e.g. 'STI 014', UPPT001).
+    #[arg(long)]
+    pub trigger_channel: Option<String>,
+    /// Bits of the trigger code to keep.
+    #[arg(long)]
+    pub trigger_mask: Option<u32>,
+    /// Photodiode channel label in the MEG stream.
+    #[arg(long)]
+    pub photodiode_channel: Option<String>,
+    /// Photodiode level (channel units) whose rising crossing is an onset.
+    #[arg(long)]
+    pub photodiode_threshold: Option<f64>,
     /// Marker stream name (default: any stream of type Markers).
     #[arg(long, env = "MEG_DECODER_MARKERS_NAME")]
     pub markers_name: Option<String>,
@@ -124,6 +143,14 @@ impl ServeArgs {
         set!(c.stream.source_id, self.source_id);
         set!(c.stream.resolve_timeout_s, self.resolve_timeout);
         set!(c.markers.name, self.markers_name);
+        set!(c.stream.channel_matching, self.channel_matching);
+        set!(c.events.source, self.onsets);
+        set!(c.events.trigger_channel, self.trigger_channel);
+        set!(c.events.trigger_mask, self.trigger_mask);
+        set!(c.events.photodiode_channel, self.photodiode_channel);
+        if self.photodiode_threshold.is_some() {
+            c.events.photodiode_threshold = self.photodiode_threshold;
+        }
         set!(c.server.listen, self.listen);
         set!(c.server.token_file, self.token_file);
         set!(c.server.tls_cert, self.tls_cert);

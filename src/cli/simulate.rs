@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use meg_decoder::lsl::ChannelFormat;
-use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig};
+use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig, Stamping};
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -25,8 +25,9 @@ pub struct SimulateArgs {
     /// Samples per pushed chunk.
     #[arg(long, default_value_t = 10)]
     pub chunk: usize,
-    /// Sample format: float32, double64, int32, int16 (integers carry femto-units).
-    #[arg(long, default_value = "float32")]
+    /// Sample format: double64 (as MNE-LSL's player and many amplifier apps), float32,
+    /// int32, int16 (integers carry femto-units).
+    #[arg(long, default_value = "double64")]
     pub format: ChannelFormat,
     /// Random seed.
     #[arg(long, default_value_t = 1)]
@@ -62,6 +63,30 @@ pub struct SimulateArgs {
     /// Wait up to this many seconds for a consumer before the first sample.
     #[arg(long, default_value_t = 0.0)]
     pub wait_for_consumer: f64,
+    /// Produce samples at this rate (Hz) while announcing --rate (a device off nominal).
+    #[arg(long)]
+    pub true_rate: Option<f64>,
+    /// The sampling clock runs this many ppm fast (negative: slow).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub drift_ppm: f64,
+    /// push: chunks stamped when pushed, as liblsl stamps a device; grid: t0 + n / rate.
+    #[arg(long, value_enum, default_value = "push")]
+    pub stamping: Stamping,
+    /// Per-channel DC offsets drawn from +-this many SI units (e.g. 1e-10 T).
+    #[arg(long, default_value_t = 0.0)]
+    pub dc_offset: f32,
+    /// Add a trigger channel 'STI 014' with each stimulus' code (sample-exact).
+    #[arg(long)]
+    pub trigger_channel: bool,
+    /// Add a photodiode channel 'MISC 001' (1 V while a stimulus is shown).
+    #[arg(long)]
+    pub photodiode: bool,
+    /// Add a 10 pT, 20 ms pulse to the first channel at every onset (a timing probe).
+    #[arg(long)]
+    pub onset_pulse: bool,
+    /// Markers stamped late by up to this many seconds (a stimulus PC's jitter).
+    #[arg(long, default_value_t = 0.0)]
+    pub marker_jitter: f64,
 }
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
@@ -89,13 +114,22 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
         counter_channel: a.counter,
         duration_s: a.duration,
         wait_for_consumer_s: a.wait_for_consumer,
+        true_rate: a.true_rate,
+        drift_ppm: a.drift_ppm,
+        stamping: a.stamping,
+        dc_offset: a.dc_offset,
+        trigger_channel: a.trigger_channel,
+        photodiode_channel: a.photodiode,
+        onset_pulse: a.onset_pulse,
+        marker_jitter_s: a.marker_jitter,
     };
     let stop = super::stop_on_signal();
     tracing::info!(
-        "simulating '{}' ({:?}, {} Hz, {} chunks, {}){}",
+        "simulating '{}' ({:?}, {} Hz announced, {} Hz true, {} chunks, {}){}",
         cfg.name,
         cfg.layout,
         cfg.srate,
+        cfg.production_rate(),
         cfg.chunk,
         cfg.format.as_str(),
         cfg.marker_stream.as_ref().map(|m| format!(" with markers '{m}'")).unwrap_or_default()

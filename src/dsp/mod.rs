@@ -5,11 +5,16 @@
 //! Everything here carries its state across chunks and allocates nothing per sample, so
 //! the same stream fed in chunks of 1, 7 or 250 samples gives bit-identical output.
 
+mod clock;
 mod design;
 mod resample;
 pub mod scale;
 mod sos;
 
-pub use design::{butter_bandpass, butter_highpass, butter_lowpass, notch, Biquad};
+pub use clock::SampleClock;
+pub use design::{
+    band_group_delay_s, butter_bandpass, butter_highpass, butter_lowpass, group_delay_s, magnitude, notch, settle_time_s,
+    Biquad,
+};
 pub use resample::Resampler;
 pub use sos::SosFilter;

@@ -73,6 +73,10 @@ pub struct Resampler {
     acc: Vec<f64>,
     /// Output row scratch handed to the callback.
     out_row: Vec<f32>,
+    /// Value assumed for the inputs before the first one (zeros unless [`prime`]d).
+    ///
+    /// [`prime`]: Resampler::prime
+    pad: Vec<f32>,
 }
 
 impl Resampler {
@@ -91,6 +95,7 @@ impl Resampler {
             weights: vec![0.0; hist_len],
             acc: vec![0.0; channels],
             out_row: vec![0.0; channels],
+            pad: vec![0.0; channels],
         }
     }
 
@@ -108,6 +113,14 @@ impl Resampler {
         self.history.iter_mut().for_each(|v| *v = 0.0);
         self.inputs = 0;
         self.next_out = 0;
+        self.pad.iter_mut().for_each(|v| *v = 0.0);
+    }
+
+    /// Treats the inputs before the first one as equal to `row` (constant extension), so
+    /// a signal that starts away from zero does not start with a step. Call after a reset,
+    /// before the first `push_row`.
+    pub fn prime(&mut self, row: &[f32]) {
+        self.pad.copy_from_slice(row);
     }
 
     /// Input position of output `k` (input samples since the last reset).
@@ -137,11 +150,16 @@ impl Resampler {
                 *w = self.kernel.eval(p - n as f64);
             }
             for (i, n) in (lo..=hi).enumerate() {
-                // Inputs before the start count as zeros (as scipy pads).
-                if n < 0 || newest - n >= self.hist_len as i64 {
+                // Inputs before the start count as the pad (zeros, as scipy pads, unless
+                // primed).
+                let w = self.weights[i];
+                if n < 0 {
+                    self.acc.iter_mut().zip(&self.pad).for_each(|(a, &x)| *a += w * f64::from(x));
                     continue;
                 }
-                let w = self.weights[i];
+                if newest - n >= self.hist_len as i64 {
+                    continue;
+                }
                 let s = (n as u64 % self.hist_len as u64) as usize;
                 let h = &self.history[s * self.channels..(s + 1) * self.channels];
                 self.acc.iter_mut().zip(h).for_each(|(a, &x)| *a += w * f64::from(x));

@@ -38,10 +38,16 @@ impl StreamQuery {
     pub fn by_type(kind: &str) -> Self {
         Self { kind: Some(kind.into()), ..Default::default() }
     }
-    /// From configuration strings, where an empty string means "any".
+    /// From configuration strings, where an empty string means "any". With nothing given
+    /// at all: any stream of type `MEG`. A name or source_id alone does not require a type
+    /// (MNE-LSL's player and many amplifier apps publish an empty one).
     pub fn from_config(name: &str, kind: &str, source_id: &str) -> Self {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        Self { name: opt(name), kind: opt(kind), source_id: opt(source_id) }
+        let mut q = Self { name: opt(name), kind: opt(kind), source_id: opt(source_id) };
+        if q == Self::default() {
+            q.kind = Some("MEG".into());
+        }
+        q
     }
 
     /// The XPath predicate liblsl resolves with, e.g. `name='MEG' and type='MEG'`.

@@ -19,6 +19,28 @@ pub enum ScalerSpec {
     None,
 }
 
+/// How the model's training data was band-pass/notch filtered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterPhase {
+    /// Forward-only IIR filters, exactly as the service runs them (models/contract.py's
+    /// reference preprocessing): the filters' delay is part of what the model learnt.
+    #[default]
+    Causal,
+    /// Forward-backward (zero-phase, MNE's offline default): the service, which must be
+    /// causal, shifts its windows by the filters' group delay in the evoked band.
+    ZeroPhase,
+}
+
+impl FilterPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterPhase::Causal => "causal",
+            FilterPhase::ZeroPhase => "zero-phase",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelContract {
     pub name: String,
@@ -33,6 +55,13 @@ pub struct ModelContract {
     pub filter_order: usize,
     pub notch_hz: Vec<f64>,
     pub notch_q: f64,
+    /// How the training data was filtered (`causal` or `zero-phase`).
+    pub filter_phase: FilterPhase,
+    /// Band (Hz) whose group delay is compensated for `zero-phase` models.
+    pub evoked_band_hz: (f64, f64),
+    /// Seconds after a (re)start of the filters before windows are decoded (None: the
+    /// filters' own settling time).
+    pub settle_s: Option<f64>,
     /// Baseline interval relative to the decoded instant.
     pub baseline_s: (f64, f64),
     pub scaler: ScalerSpec,
@@ -127,6 +156,40 @@ impl ModelContract {
                 why: "need [start, end]".into(),
             });
         }
+        let filter_phase = match m.get("filter_phase").map(|s| s.trim()) {
+            None | Some("") | Some("causal") => FilterPhase::Causal,
+            Some("zero-phase") => FilterPhase::ZeroPhase,
+            Some(other) => {
+                return Err(ContractError::Invalid {
+                    key: "filter_phase",
+                    value: other.chars().take(40).collect(),
+                    why: "expected 'causal' or 'zero-phase'".into(),
+                })
+            }
+        };
+        let evoked_band_hz = if m.contains_key("evoked_band_hz") {
+            let v: Vec<f64> = json(m, "evoked_band_hz")?;
+            match v[..] {
+                [lo, hi] if lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi => (lo, hi),
+                _ => {
+                    return Err(ContractError::Invalid {
+                        key: "evoked_band_hz",
+                        value: format!("{v:?}"),
+                        why: "need [low, high] in Hz with 0 <= low < high".into(),
+                    })
+                }
+            }
+        } else {
+            (1.0, 30.0)
+        };
+        let settle_s: Option<f64> = opt(m, "settle_s")?;
+        if settle_s.is_some_and(|s| !(0.0..=600.0).contains(&s)) {
+            return Err(ContractError::Invalid {
+                key: "settle_s",
+                value: format!("{settle_s:?}"),
+                why: "need seconds between 0 and 600".into(),
+            });
+        }
         let c = Self {
             name: get(m, "name")?.to_string(),
             description: m.get("description").cloned().unwrap_or_default(),
@@ -139,6 +202,9 @@ impl ModelContract {
             filter_order: opt(m, "filter_order")?.unwrap_or(4),
             notch_hz: if m.contains_key("notch_hz") { json(m, "notch_hz")? } else { Vec::new() },
             notch_q: opt(m, "notch_q")?.unwrap_or(30.0),
+            filter_phase,
+            evoked_band_hz,
+            settle_s,
             baseline_s: (baseline[0], baseline[1]),
             scaler,
             clamp: opt(m, "clamp")?,
@@ -175,7 +241,7 @@ impl ModelContract {
     /// A one-paragraph human summary.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s), band {}-{} Hz{}, baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
+            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s), band {}-{} Hz{} ({} filters), baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
             self.name,
             self.channel_names.len(),
             self.sample_rate,
@@ -185,6 +251,7 @@ impl ModelContract {
             self.highpass_hz.map_or("DC".into(), |v| v.to_string()),
             self.lowpass_hz.map_or("Nyquist".into(), |v| v.to_string()),
             if self.notch_hz.is_empty() { String::new() } else { format!(", notch {:?} Hz", self.notch_hz) },
+            self.filter_phase.as_str(),
             self.baseline_s.0,
             self.baseline_s.1,
             match &self.scaler {

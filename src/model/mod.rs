@@ -17,7 +17,7 @@ mod runtime;
 
 use std::path::{Path, PathBuf};
 
-pub use contract::{ContractError, ModelContract, ScalerSpec};
+pub use contract::{ContractError, FilterPhase, ModelContract, ScalerSpec};
 pub use encoder::{Encoder, EncoderOptions, ExecutionProvider, ModelError};
 pub use gallery::{Gallery, Hit};
 pub use generator::{encode_png, Generator, RgbImage};

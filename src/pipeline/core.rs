@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::decoding::{DecodeMode, Decoding, MarkerRef, PipelineStats, SkipReason};
-use super::preprocess::{ChannelMap, MappingError, Preprocessor};
+use super::events::{EventConfig, EventError, OnsetDetector, OnsetPairing, Paired};
+use super::preprocess::{ChannelMap, ChannelMatching, MappingError, Preprocessor};
 use super::window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};
 use crate::ingest::{Marker, StreamDescription};
 use crate::model::{Encoder, Gallery, ModelContract, ModelError};
@@ -42,6 +43,13 @@ pub struct PipelineConfig {
     /// Windows that are ready together go through the encoder as one batch of at most
     /// this many (1 = never batch).
     pub max_batch: usize,
+    /// How model channel names are matched to the stream's labels.
+    pub channel_matching: ChannelMatching,
+    /// Where event-locked onsets come from (markers, trigger or photodiode channel).
+    pub events: EventConfig,
+    /// Replaces the model's settle period (seconds after a filter start before windows
+    /// are decoded).
+    pub settle_s: Option<f64>,
 }
 
 impl Default for PipelineConfig {
@@ -55,6 +63,9 @@ impl Default for PipelineConfig {
             subject: 0,
             notch_override: None,
             max_batch: 8,
+            channel_matching: ChannelMatching::Normalized,
+            events: EventConfig::default(),
+            settle_s: None,
         }
     }
 }
@@ -65,11 +76,17 @@ pub enum PipelineError {
     Mapping(#[from] MappingError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Events(#[from] EventError),
     #[error("gallery embeddings have dimension {gallery} but the encoder outputs {encoder}; use the gallery built for this model's embedding space ({space})")]
     GalleryDim { gallery: usize, encoder: usize, space: String },
     #[error("invalid configuration: {0}")]
     Config(String),
 }
+
+/// Seconds a trigger onset waits for its marker beyond the pairing window (the marker
+/// stream's own delivery latency).
+const PAIRING_SLACK_S: f64 = 0.5;
 
 pub struct DecoderCore {
     contract: ModelContract,
@@ -87,6 +104,12 @@ pub struct DecoderCore {
     ready: Vec<(WindowRequest, bool)>,
     batch_in: Vec<f32>,
     batch_out: Vec<f32>,
+    /// Onsets from a trigger or photodiode channel (None: onsets are the markers).
+    onsets: Option<OnsetDetector>,
+    pairing: OnsetPairing,
+    paired: Vec<Paired>,
+    /// Time of the newest input sample (fitted clock).
+    newest_t: f64,
     sequence: u64,
     stats: Arc<PipelineStats>,
 }
@@ -101,6 +124,12 @@ impl DecoderCore {
         let mut contract = encoder.contract().clone();
         if let Some(n) = &config.notch_override {
             contract.notch_hz = n.clone();
+        }
+        if let Some(s) = config.settle_s {
+            if !(0.0..=600.0).contains(&s) {
+                return Err(PipelineError::Config(format!("settle_s must be 0..600 seconds, got {s}")));
+            }
+            contract.settle_s = Some(s);
         }
         if let Some(g) = &gallery {
             if g.dim != contract.embedding_dim {
@@ -125,10 +154,23 @@ impl DecoderCore {
                 contract.window_s() + 1.0
             )));
         }
-        let labels = stream.labels();
-        let units: Vec<String> = stream.channels.iter().map(|c| c.unit.clone()).collect();
-        let map = ChannelMap::new(&contract.channel_names, &labels, &units)?;
+        let map = ChannelMap::new(&contract.channel_names, &stream.channels, config.channel_matching)?;
+        for (model, label) in &map.renamed {
+            tracing::info!("channel {model} <- stream channel '{label}' (normalized name match)");
+        }
+        let onsets = OnsetDetector::from_config(&config.events, &stream.channels)?;
+        if let Some(d) = &onsets {
+            tracing::info!("event-locked onsets from the {}; markers give their labels", d.label);
+        }
         let pre = Preprocessor::new(&contract, map, stream.nominal_srate)?;
+        if contract.filter_phase == crate::model::FilterPhase::ZeroPhase {
+            tracing::info!(
+                "model trained on zero-phase filtered data: windows shifted by the causal filters' group delay, {:.1} ms in {:.0}-{:.0} Hz",
+                pre.delay_compensation_s() * 1e3,
+                contract.evoked_band_hz.0,
+                contract.evoked_band_hz.1
+            );
+        }
         let c = contract.channel_names.len();
         let capacity = (config.buffer_s * contract.sample_rate).ceil() as usize;
         Ok(Self {
@@ -140,6 +182,10 @@ impl DecoderCore {
             ready: Vec::with_capacity(config.max_batch.max(1)),
             batch_in: Vec::new(),
             batch_out: Vec::new(),
+            pairing: OnsetPairing::new(config.events.pair_window_s),
+            paired: Vec::new(),
+            onsets,
+            newest_t: f64::NEG_INFINITY,
             segment: None,
             sequence: 0,
             stats: Arc::new(PipelineStats::default()),
@@ -167,9 +213,38 @@ impl DecoderCore {
     pub fn preprocessing_latency_s(&self) -> f64 {
         self.pre.latency_s()
     }
+    /// The preprocessor (filters, clock fit, delay compensation).
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.pre
+    }
+    /// The preprocessing as it runs on this stream, in words (for status and logs).
+    pub fn preprocessing_summary(&self) -> String {
+        format!(
+            "onsets from {}; model-rate times from a fit of the stream's timestamps; filters start at steady state and settle for {:.2} s; {} filters{}",
+            self.onset_source(),
+            self.pre.settle_s(),
+            self.contract.filter_phase.as_str(),
+            match self.contract.filter_phase {
+                crate::model::FilterPhase::Causal => String::new(),
+                crate::model::FilterPhase::ZeroPhase => {
+                    format!(", group delay compensated ({:.1} ms)", self.pre.delay_compensation_s() * 1e3)
+                }
+            }
+        )
+    }
+    /// Where onsets come from, in words.
+    pub fn onset_source(&self) -> String {
+        self.onsets.as_ref().map_or_else(|| "markers".to_string(), |d| d.label.clone())
+    }
 
+    /// A stimulus marker: decoded at its own time, or (with a trigger or photodiode
+    /// channel) the label of the onset nearest to it.
     pub fn push_marker(&mut self, m: Marker) {
-        self.scheduler.add_marker(m);
+        if self.onsets.is_some() {
+            self.pairing.add_marker(m);
+        } else {
+            self.scheduler.add_marker(m);
+        }
     }
 
     /// Feeds stream samples (sample-major rows with every stream channel; NaN/Inf values
@@ -190,12 +265,17 @@ impl DecoderCore {
                 if self.segment.is_some() {
                     self.pre.reset();
                 }
+                if let Some(d) = self.onsets.as_mut() {
+                    d.reset();
+                }
                 self.segment = Some(seg);
             }
             let Self { pre, buf, assembler, scheduler, requests, .. } = self;
             pre.push(row, timestamps[i], |s| {
-                buf.push(s.row, s.timestamp, seg, s.repaired);
-                assembler.observe(s.row);
+                buf.push(s.row, s.timestamp, seg, s.repaired, s.settled);
+                if s.settled {
+                    assembler.observe(s.row);
+                }
                 // Requests in the order their windows complete (continuous first at a
                 // tie), so the decodings' order does not depend on the chunking.
                 if let Some(r) = scheduler.continuous(buf) {
@@ -203,6 +283,11 @@ impl DecoderCore {
                 }
                 scheduler.ready_epochs(buf, requests);
             });
+            self.newest_t = self.pre.clock().at((self.pre.inputs() - 1) as f64);
+            if let Some(o) = self.onsets.as_mut().and_then(|d| d.push(row, self.newest_t)) {
+                self.stats.onsets_detected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.pairing.add_onset(o);
+            }
         }
         self.stats.repaired_samples.store(self.pre.repaired_samples, std::sync::atomic::Ordering::Relaxed);
         self.poll(now, emit);
@@ -210,6 +295,30 @@ impl DecoderCore {
 
     /// Decodes whatever windows are ready (also after markers arrived late).
     pub fn poll(&mut self, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
+        if self.onsets.is_some() {
+            self.pairing.resolve(self.newest_t, PAIRING_SLACK_S, &mut self.paired);
+            let source = self.onset_source();
+            for p in self.paired.drain(..) {
+                match p {
+                    Paired::Onset { marker, paired } => {
+                        if paired {
+                            self.stats.onsets_paired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        self.scheduler.add_marker(marker);
+                    }
+                    Paired::UnpairedMarker(m) => {
+                        self.stats.markers_unpaired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            "marker '{}' at {:.3} has no onset on the {} within {} s; not decoded",
+                            m.text,
+                            m.timestamp,
+                            source,
+                            self.config.events.pair_window_s
+                        );
+                    }
+                }
+            }
+        }
         self.scheduler.ready_epochs(&self.buf, &mut self.requests);
         let mut requests = std::mem::take(&mut self.requests);
         let mut ready = std::mem::take(&mut self.ready);
@@ -239,6 +348,9 @@ impl DecoderCore {
     /// Whether a window can be decoded now; why not if it cannot.
     fn check(&self, w: WindowRequest) -> Result<(WindowRequest, bool), (SkipReason, Option<Marker>)> {
         let len = self.contract.window_samples as u64;
+        if w.start >= self.buf.oldest() && !self.buf.all_settled(w.start, w.start + len) {
+            return Err((SkipReason::Settling, w.marker));
+        }
         if !self.assembler.ready() {
             return Err((SkipReason::ScalerWarmup, w.marker));
         }

@@ -58,14 +58,17 @@ pub enum SkipReason {
     TooLate,
     /// The encoder failed.
     EncoderError,
+    /// The filters were still settling after a start, gap or reset.
+    Settling,
 }
 
-pub const SKIP_REASONS: [SkipReason; 5] = [
+pub const SKIP_REASONS: [SkipReason; 6] = [
     SkipReason::CrossesGap,
     SkipReason::NonFinite,
     SkipReason::ScalerWarmup,
     SkipReason::TooLate,
     SkipReason::EncoderError,
+    SkipReason::Settling,
 ];
 
 /// Counters and recent latencies, shared lock-free (the latency log takes an uncontended
@@ -74,7 +77,13 @@ pub const SKIP_REASONS: [SkipReason; 5] = [
 pub struct PipelineStats {
     pub decoded: AtomicU64,
     pub decoded_event_locked: AtomicU64,
-    skipped: [AtomicU64; 5],
+    skipped: [AtomicU64; 6],
+    /// Onsets found on the trigger or photodiode channel.
+    pub onsets_detected: AtomicU64,
+    /// Onsets that got their label from a marker.
+    pub onsets_paired: AtomicU64,
+    /// Markers that no trigger/photodiode onset claimed (not decoded).
+    pub markers_unpaired: AtomicU64,
     pub repaired_samples: AtomicU64,
     pub overruns: AtomicU64,
     recent: Mutex<VecDeque<(f32, f32)>>,

@@ -14,6 +14,7 @@
 
 mod core;
 mod decoding;
+mod events;
 mod live;
 mod preprocess;
 mod window;
@@ -23,6 +24,10 @@ pub use decoding::{
     DecodeMode, Decoding, Histogram, LatencySummary, MarkerRef, PipelineStats, SkipReason, ENCODER_BUCKETS,
     LATENCY_BUCKETS, SKIP_REASONS,
 };
+pub use events::{EventConfig, EventError, Onset, OnsetDetector, OnsetPairing, OnsetSource, Paired};
 pub use live::{DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline};
-pub use preprocess::{design_filters, unit_to_si, ChannelMap, MappingError, ModelSample, Preprocessor};
+pub use preprocess::{
+    design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_to_si, ChannelMap, ChannelMatching,
+    MappingError, ModelSample, Preprocessor,
+};
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

@@ -1,10 +1,15 @@
 //! From the stream's samples to the model's: pick and reorder channels by name, convert
 //! units to SI, repair NaN/Inf (hold the last finite value, so filter state stays
-//! finite), causal band-pass and notch filters, and resampling to the model's rate.
-//! Per input sample: no allocation.
+//! finite), causal band-pass and notch filters started at steady state, and resampling to
+//! the model's rate. Every output is stamped from a running fit of the input timestamps
+//! ([`SampleClock`]), so windows stay where the markers say however far the source's true
+//! rate is from its nominal one. Per input sample: no allocation.
 
-use crate::dsp::{butter_bandpass, butter_highpass, butter_lowpass, notch, Biquad, Resampler, SosFilter};
-use crate::model::ModelContract;
+use crate::dsp::{
+    band_group_delay_s, butter_bandpass, butter_highpass, butter_lowpass, notch, settle_time_s, Biquad, Resampler,
+    SampleClock, SosFilter,
+};
+use crate::model::{FilterPhase, ModelContract};
 
 /// Why the stream cannot feed this model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -13,8 +18,48 @@ pub enum MappingError {
     MissingChannels { missing: Vec<String>, total: usize },
     #[error("the model needs {model} Hz but the stream runs at {stream} Hz; a stream cannot be upsampled into information it lacks: use a model trained at or below {stream} Hz")]
     RateTooHigh { model: f64, stream: f64 },
+    #[error("model channel '{model}' matches stream channel '{label}' of type '{kind}', which is not a brain sensor; the model must be trained on MEG channels (check the stream's channel types with `meg-decoder inspect-stream --channels`)")]
+    NotABrainChannel { model: String, label: String, kind: String },
     #[error("band edge {edge} Hz is not below the stream's Nyquist frequency ({nyquist} Hz)")]
     BandAboveNyquist { edge: f64, nyquist: f64 },
+}
+
+/// How model channel names are matched to the stream's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelMatching {
+    /// Labels must equal the model's names.
+    Exact,
+    /// Exact names first; otherwise names equal after [`normalize_channel_name`]
+    /// (spaces removed, upper case, CTF serial suffix stripped: `MEG 0113` = `MEG0113`,
+    /// `MLC11-2908` = `MLC11-4408` = `MLC11`).
+    #[default]
+    Normalized,
+}
+
+/// The form two channel names are compared in under [`ChannelMatching::Normalized`].
+pub fn normalize_channel_name(name: &str) -> String {
+    let mut n: String = name.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_uppercase();
+    // CTF appends the system's serial number: MLC11-2908.
+    if let Some((head, tail)) = n.rsplit_once('-') {
+        if tail.len() == 4 && tail.bytes().all(|b| b.is_ascii_digit()) && !head.is_empty() {
+            n.truncate(head.len());
+        }
+    }
+    n
+}
+
+/// Channel types that are never brain sensors, whatever their name (MNE's and LSL's
+/// spellings, lower case).
+pub const NON_BRAIN_TYPES: [&str; 15] = [
+    "stim", "trigger", "misc", "ref_meg", "refmeg", "eog", "ecg", "emg", "resp", "syst", "chpi", "exci", "ias",
+    "bio", "photodiode",
+];
+
+/// Whether a stream channel of this type may feed a model channel.
+pub fn is_brain_type(kind: &str) -> bool {
+    let k = kind.trim().to_ascii_lowercase();
+    !NON_BRAIN_TYPES.contains(&k.as_str())
 }
 
 /// Where each model channel comes from in the stream, and its unit conversion to SI.
@@ -22,18 +67,48 @@ pub enum MappingError {
 pub struct ChannelMap {
     pub stream_index: Vec<usize>,
     pub to_si: Vec<f32>,
+    /// Model channels matched to a differently spelt label: (model name, stream label).
+    pub renamed: Vec<(String, String)>,
 }
 
-/// SI factor of a unit string as LSL sources write it (`T`, `fT`, `T/m`, `fT/cm`, `V`...).
+/// The SI base unit of an MNE/LSL channel type (`mag` -> T), if it has one.
+pub fn si_unit_of_type(kind: &str) -> Option<&'static str> {
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "mag" | "meg" | "ref_meg" | "refmeg" | "magnetometer" => Some("T"),
+        "grad" | "gradiometer" => Some("T/m"),
+        "eeg" | "eog" | "ecg" | "emg" | "seeg" | "ecog" => Some("V"),
+        _ => None,
+    }
+}
+
+/// SI factor of a unit string as LSL sources write it: names (`T`, `fT`, `T/m`, `fT/cm`,
+/// `V`, `uV`, `microvolts`...), or mne-lsl's power-of-ten codes (`"0"` = the SI unit,
+/// `"-15"` = femto).
 pub fn unit_to_si(unit: &str) -> f32 {
     let u = unit.trim();
+    if let Ok(p) = u.parse::<i32>() {
+        if (-30..=30).contains(&p) {
+            return 10f64.powi(p) as f32;
+        }
+    }
+    let named = match u.to_ascii_lowercase().as_str() {
+        "tesla" | "teslas" | "volt" | "volts" => Some(1.0),
+        "femtotesla" | "femtoteslas" => Some(1e-15),
+        "picotesla" | "picoteslas" => Some(1e-12),
+        "microvolt" | "microvolts" => Some(1e-6),
+        "millivolt" | "millivolts" => Some(1e-3),
+        _ => None,
+    };
+    if let Some(f) = named {
+        return f;
+    }
     let (num, den) = u.split_once('/').unwrap_or((u, ""));
     let prefix = |s: &str, base: &str| -> f64 {
         match s.strip_suffix(base).unwrap_or(s) {
             "f" => 1e-15,
             "p" => 1e-12,
             "n" => 1e-9,
-            "u" | "µ" => 1e-6,
+            "u" | "µ" | "μ" => 1e-6,
             "m" => 1e-3,
             "c" => 1e-2,
             _ => 1.0,
@@ -51,21 +126,52 @@ pub fn unit_to_si(unit: &str) -> f32 {
 }
 
 impl ChannelMap {
-    /// Maps `model_names` onto the stream's `labels` (with their `units`).
-    pub fn new(model_names: &[String], labels: &[String], units: &[String]) -> Result<Self, MappingError> {
+    /// Maps `model_names` onto the stream's channels (label, type, unit).
+    pub fn new(
+        model_names: &[String],
+        channels: &[crate::ingest::ChannelInfoData],
+        matching: ChannelMatching,
+    ) -> Result<Self, MappingError> {
         let mut stream_index = Vec::with_capacity(model_names.len());
         let mut missing = Vec::new();
+        let mut renamed = Vec::new();
+        let normalized: Vec<String> = channels.iter().map(|c| normalize_channel_name(&c.label)).collect();
         for name in model_names {
-            match labels.iter().position(|l| l == name) {
-                Some(i) => stream_index.push(i),
+            let exact = channels.iter().position(|c| &c.label == name);
+            let found = exact.or_else(|| {
+                if matching == ChannelMatching::Exact {
+                    return None;
+                }
+                let key = normalize_channel_name(name);
+                let mut hits = (0..channels.len()).filter(|&i| normalized[i] == key && is_brain_type(&channels[i].kind));
+                match (hits.next(), hits.next()) {
+                    (Some(i), None) => Some(i),
+                    _ => None,
+                }
+            });
+            match found {
+                Some(i) => {
+                    let c = &channels[i];
+                    if !is_brain_type(&c.kind) {
+                        return Err(MappingError::NotABrainChannel {
+                            model: name.clone(),
+                            label: c.label.clone(),
+                            kind: c.kind.clone(),
+                        });
+                    }
+                    if exact.is_none() {
+                        renamed.push((name.clone(), c.label.clone()));
+                    }
+                    stream_index.push(i);
+                }
                 None => missing.push(name.clone()),
             }
         }
         if !missing.is_empty() {
             return Err(MappingError::MissingChannels { missing, total: model_names.len() });
         }
-        let to_si = stream_index.iter().map(|&i| units.get(i).map_or(1.0, |u| unit_to_si(u))).collect();
-        Ok(Self { stream_index, to_si })
+        let to_si = stream_index.iter().map(|&i| unit_to_si(&channels[i].unit)).collect();
+        Ok(Self { stream_index, to_si, renamed })
     }
 }
 
@@ -95,23 +201,38 @@ pub struct Preprocessor {
     fout: f64,
     filter: SosFilter,
     resampler: Resampler,
+    /// Fit of the input timestamps (per segment): the clock every output is stamped with.
+    clock: SampleClock,
+    /// Seconds subtracted from output times (zero-phase models: the filters' delay).
+    delay_s: f64,
+    /// Input samples after a (re)start before outputs count as settled.
+    settle_inputs: f64,
+    settle_s: f64,
     row: Vec<f32>,
     last_finite: Vec<f32>,
     /// Input index (since reset) of the newest repaired sample.
     last_bad: Option<u64>,
     inputs: u64,
-    /// Timestamp of the first input since reset.
-    t0: f64,
     pub repaired_samples: u64,
 }
 
 /// One model-rate output sample.
 pub struct ModelSample<'a> {
     pub row: &'a [f32],
+    /// Local LSL time of the sample (from the fitted input clock, filter delay
+    /// compensated for zero-phase models).
     pub timestamp: f64,
     /// A repaired (NaN/Inf) input contributed to it.
     pub repaired: bool,
+    /// The filters had settled (steady-state start plus the settle period) when it was made.
+    pub settled: bool,
 }
+
+/// Longest settle period a filter design may ask for by default (seconds).
+const MAX_DEFAULT_SETTLE_S: f64 = 10.0;
+/// Energy fraction of the filters' impulse response that defines the default settle
+/// period: after it, what the filters missed before the start is under ~3% RMS.
+const SETTLE_ENERGY: f64 = 1e-3;
 
 impl Preprocessor {
     pub fn new(contract: &ModelContract, map: ChannelMap, stream_rate: f64) -> Result<Self, MappingError> {
@@ -119,9 +240,24 @@ impl Preprocessor {
             return Err(MappingError::RateTooHigh { model: contract.sample_rate, stream: stream_rate });
         }
         let c = map.stream_index.len();
+        let sos = design_filters(contract, stream_rate)?;
+        let delay_s = match contract.filter_phase {
+            FilterPhase::Causal => 0.0,
+            FilterPhase::ZeroPhase => {
+                let (lo, hi) = contract.evoked_band_hz;
+                band_group_delay_s(&sos, lo, hi.min(0.45 * stream_rate), stream_rate)
+            }
+        };
+        let settle_s =
+            contract.settle_s.unwrap_or_else(|| settle_time_s(&sos, stream_rate, SETTLE_ENERGY, MAX_DEFAULT_SETTLE_S));
+        let resampler = Resampler::new(c, stream_rate, contract.sample_rate);
         Ok(Self {
-            filter: SosFilter::new(design_filters(contract, stream_rate)?, c),
-            resampler: Resampler::new(c, stream_rate, contract.sample_rate),
+            settle_inputs: settle_s * stream_rate + resampler.kernel().half_width,
+            settle_s,
+            filter: SosFilter::new(sos, c),
+            resampler,
+            clock: SampleClock::new(stream_rate),
+            delay_s,
             map,
             fin: stream_rate,
             fout: contract.sample_rate,
@@ -129,7 +265,6 @@ impl Preprocessor {
             last_finite: vec![0.0; c],
             last_bad: None,
             inputs: 0,
-            t0: 0.0,
             repaired_samples: 0,
         })
     }
@@ -139,10 +274,33 @@ impl Preprocessor {
         self.resampler.latency_s(self.fin)
     }
 
-    /// Starts a new segment (after a gap): filters and resampler forget the past.
+    /// Seconds by which output times are moved back to undo the causal filters' group
+    /// delay (zero-phase models; 0 for causal ones).
+    pub fn delay_compensation_s(&self) -> f64 {
+        self.delay_s
+    }
+
+    /// Seconds after a (re)start before outputs are settled.
+    pub fn settle_s(&self) -> f64 {
+        self.settle_s
+    }
+
+    /// The fitted input clock of the current segment.
+    pub fn clock(&self) -> &SampleClock {
+        &self.clock
+    }
+
+    /// Input samples pushed since the last reset.
+    pub fn inputs(&self) -> u64 {
+        self.inputs
+    }
+
+    /// Starts a new segment (after a gap): filters, resampler and clock fit forget the
+    /// past; the next sample starts them at steady state.
     pub fn reset(&mut self) {
         self.filter.reset();
         self.resampler.reset();
+        self.clock.reset();
         self.last_bad = None;
         self.inputs = 0;
     }
@@ -151,9 +309,7 @@ impl Preprocessor {
     /// each model-rate sample it completes.
     #[inline]
     pub fn push(&mut self, stream_row: &[f32], timestamp: f64, mut emit: impl FnMut(ModelSample<'_>)) {
-        if self.inputs == 0 {
-            self.t0 = timestamp;
-        }
+        self.clock.push(timestamp);
         let mut bad = false;
         for (((o, &i), &k), last) in
             self.row.iter_mut().zip(&self.map.stream_index).zip(&self.map.to_si).zip(self.last_finite.iter_mut())
@@ -171,15 +327,23 @@ impl Preprocessor {
             self.last_bad = Some(self.inputs);
             self.repaired_samples += 1;
         }
+        if self.inputs == 0 {
+            // Start at steady state: a DC offset passes as if it had always been there.
+            self.filter.init_steady(&self.row);
+        }
         self.filter.process_row(&mut self.row);
-        let (t0, fin, fout) = (self.t0, self.fin, self.fout);
+        if self.inputs == 0 {
+            self.resampler.prime(&self.row);
+        }
+        let (fin, fout, delay, settle) = (self.fin, self.fout, self.delay_s, self.settle_inputs);
         let half = self.resampler.kernel().half_width;
         let last_bad = self.last_bad;
+        let clock = &self.clock;
         self.resampler.push_row(&self.row, |k, out| {
             // Output k sits at input position k * fin / fout (see Resampler::position).
             let pos = k as f64 * fin / fout;
             let repaired = last_bad.is_some_and(|b| b as f64 > pos - half);
-            emit(ModelSample { row: out, timestamp: t0 + k as f64 / fout, repaired });
+            emit(ModelSample { row: out, timestamp: clock.at(pos) - delay, repaired, settled: pos >= settle });
         });
         self.inputs += 1;
     }

@@ -18,6 +18,7 @@ pub struct ModelRateBuffer {
     timestamps: Vec<f64>,
     segments: Vec<u32>,
     repaired: Vec<bool>,
+    settled: Vec<bool>,
     head: u64,
 }
 
@@ -30,6 +31,7 @@ impl ModelRateBuffer {
             timestamps: vec![0.0; capacity],
             segments: vec![0; capacity],
             repaired: vec![false; capacity],
+            settled: vec![false; capacity],
             head: 0,
         }
     }
@@ -42,8 +44,9 @@ impl ModelRateBuffer {
     fn slot(&self, i: u64) -> usize {
         (i % self.capacity as u64) as usize
     }
-    pub fn push(&mut self, row: &[f32], timestamp: f64, segment: u32, repaired: bool) {
+    pub fn push(&mut self, row: &[f32], timestamp: f64, segment: u32, repaired: bool, settled: bool) {
         let s = self.slot(self.head);
+        self.settled[s] = settled;
         self.rows[s * self.channels..(s + 1) * self.channels].copy_from_slice(row);
         self.timestamps[s] = timestamp;
         self.segments[s] = segment;
@@ -62,6 +65,35 @@ impl ModelRateBuffer {
     }
     pub fn any_repaired(&self, from: u64, to: u64) -> bool {
         (from..to).any(|i| self.repaired[self.slot(i)])
+    }
+    pub fn all_settled(&self, from: u64, to: u64) -> bool {
+        (from..to).all(|i| self.settled[self.slot(i)])
+    }
+
+    /// The buffered sample whose timestamp is nearest `t` (timestamps increase within the
+    /// buffer except across clock resets, which are separate segments anyway).
+    pub fn nearest(&self, t: f64) -> Option<u64> {
+        let (mut lo, mut hi) = (self.oldest(), self.head);
+        if lo == hi {
+            return None;
+        }
+        // First index with timestamp >= t.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.timestamp(mid) < t {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let after = (lo < self.head).then_some(lo);
+        let before = (lo > self.oldest()).then(|| lo - 1);
+        match (before, after) {
+            (Some(b), Some(a)) => {
+                Some(if (t - self.timestamp(b)).abs() <= (self.timestamp(a) - t).abs() { b } else { a })
+            }
+            (b, a) => b.or(a),
+        }
     }
 }
 
@@ -143,19 +175,28 @@ impl WindowScheduler {
                 i += 1;
                 continue;
             }
+            // The sample nearest the window start, found by its timestamp (the model-rate
+            // clock follows the source's true rate, so counting back at the nominal rate
+            // would drift).
+            let nearest = buf.nearest(start_t).filter(|&s| (buf.timestamp(s) - start_t).abs() <= 0.75 * period);
+            if nearest.is_some_and(|s| s + self.len as u64 > head) {
+                // A source slower than nominal: the window's last sample is still to come.
+                i += 1;
+                continue;
+            }
             let m = self.pending.remove(i).expect("index in range");
-            // The sample nearest the window start, counted back from the newest.
-            let back = ((newest_t - start_t) * self.rate).round() as i64;
-            let start = head as i64 - 1 - back;
-            let res = if start < buf.oldest() as i64 || start < 0 {
-                Err(Skipped { reason: SkipReason::TooLate, marker: Some(m) })
-            } else {
-                let (s, e) = (start as u64, start as u64 + self.len as u64 - 1);
-                if buf.segment(s) != buf.segment(e) || (buf.timestamp(s) - start_t).abs() > 0.75 * period {
-                    Err(Skipped { reason: SkipReason::CrossesGap, marker: Some(m) })
-                } else {
-                    Ok(WindowRequest { start: s, marker: Some(m) })
+            let res = match nearest {
+                Some(s) => {
+                    if buf.segment(s) != buf.segment(s + self.len as u64 - 1) {
+                        Err(Skipped { reason: SkipReason::CrossesGap, marker: Some(m) })
+                    } else {
+                        Ok(WindowRequest { start: s, marker: Some(m) })
+                    }
                 }
+                None if start_t < buf.timestamp(buf.oldest()) - 0.5 * period => {
+                    Err(Skipped { reason: SkipReason::TooLate, marker: Some(m) })
+                }
+                None => Err(Skipped { reason: SkipReason::CrossesGap, marker: Some(m) }),
             };
             out.push(res);
         }

@@ -4,8 +4,14 @@
 //! Channels come from a real layout ([`SensorLayout`]: Neuromag 306 or CTF 272), noise
 //! from [`SensorNoise`] (1/f, alpha, line noise), and, when an [`EvokedWorld`] is loaded
 //! from a model directory, every announced image adds the brain response that the demo
-//! model was trained to decode. Samples are paced in real time on the LSL clock and
-//! stamped `t0 + n / rate`, like an acquisition system's outlet.
+//! model was trained to decode. Samples are paced in real time on the LSL clock.
+//!
+//! It can behave like hardware, so the service is tested against what real systems do:
+//! a true rate off the announced one (`true_rate`, `drift_ppm`), chunks stamped when they
+//! are pushed (as liblsl stamps a device's chunks) instead of on the nominal grid,
+//! per-channel DC offsets, a trigger channel (`STI 014`, sample-exact codes) and a
+//! photodiode channel (`MISC 001`) in the MEG stream, and markers that jitter like a
+//! stimulus PC's.
 
 mod layout;
 mod noise;
@@ -56,7 +62,48 @@ pub struct SimulatorConfig {
     pub duration_s: Option<f64>,
     /// Wait (up to this many seconds) for an inlet before sending the first sample.
     pub wait_for_consumer_s: f64,
+    /// Samples are really produced at this rate (Hz) while the stream announces `srate`.
+    pub true_rate: Option<f64>,
+    /// The sampling clock runs this many ppm fast (negative: slow) on top of `true_rate`.
+    pub drift_ppm: f64,
+    /// How samples are stamped.
+    pub stamping: Stamping,
+    /// Each channel gets a constant offset drawn from +-this (SI units, e.g. 1e-10 T).
+    pub dc_offset: f32,
+    /// Add a trigger channel `STI 014` carrying each stimulus' code for `TRIGGER_S`.
+    pub trigger_channel: bool,
+    /// Add a photodiode channel `MISC 001` (0 V dark, 1 V while a stimulus is shown).
+    pub photodiode_channel: bool,
+    /// Add a `PULSE_T` pulse of `PULSE_S` to the first channel at every onset (a timing
+    /// probe for tests).
+    pub onset_pulse: bool,
+    /// Markers are stamped late by up to this many seconds (a stimulus PC's jitter).
+    pub marker_jitter_s: f64,
 }
+
+/// How the simulated outlet stamps its samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "lowercase")]
+pub enum Stamping {
+    /// `t0 + n / rate`: exact nominal grid (an ideal, hardware-clocked source).
+    #[default]
+    Grid,
+    /// The last sample of each chunk at the moment it is pushed, earlier ones back-dated
+    /// at the nominal rate: what liblsl does for a device pushed without timestamps.
+    Push,
+}
+
+/// Label of the simulated trigger channel.
+pub const TRIGGER_LABEL: &str = "STI 014";
+/// Label of the simulated photodiode channel.
+pub const PHOTODIODE_LABEL: &str = "MISC 001";
+/// Seconds the trigger code stays up.
+pub const TRIGGER_S: f64 = 0.01;
+/// Seconds the photodiode stays lit.
+pub const PHOTODIODE_S: f64 = 0.1;
+/// Onset-pulse amplitude (T) and duration (s).
+pub const PULSE_T: f32 = 1e-11;
+pub const PULSE_S: f64 = 0.02;
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
@@ -78,7 +125,45 @@ impl Default for SimulatorConfig {
             counter_channel: false,
             duration_s: None,
             wait_for_consumer_s: 0.0,
+            true_rate: None,
+            drift_ppm: 0.0,
+            stamping: Stamping::Grid,
+            dc_offset: 0.0,
+            trigger_channel: false,
+            photodiode_channel: false,
+            onset_pulse: false,
+            marker_jitter_s: 0.0,
         }
+    }
+}
+
+impl SimulatorConfig {
+    /// The rate samples are really produced at (Hz).
+    pub fn production_rate(&self) -> f64 {
+        self.true_rate.unwrap_or(self.srate) * (1.0 + self.drift_ppm * 1e-6)
+    }
+
+    /// The channels beyond the sensor layout (trigger, photodiode).
+    fn extra_channels(&self) -> Vec<lsl::ChannelInfo> {
+        let mut v = Vec::new();
+        if self.trigger_channel {
+            v.push(lsl::ChannelInfo { label: TRIGGER_LABEL.into(), kind: "stim".into(), unit: String::new() });
+        }
+        if self.photodiode_channel {
+            v.push(lsl::ChannelInfo { label: PHOTODIODE_LABEL.into(), kind: "misc".into(), unit: "V".into() });
+        }
+        v
+    }
+
+    /// Every channel the stream carries, in order.
+    pub fn channel_infos(&self, layout: &SensorLayout) -> Vec<lsl::ChannelInfo> {
+        let femto = matches!(self.format, ChannelFormat::Int16 | ChannelFormat::Int32);
+        let mut chans = layout.channel_infos(femto);
+        if self.counter_channel {
+            chans[0] = lsl::ChannelInfo { label: "COUNTER".into(), kind: "MISC".into(), unit: "samples".into() };
+        }
+        chans.extend(self.extra_channels());
+        chans
     }
 }
 
@@ -91,12 +176,8 @@ pub struct SimulatorReport {
 
 /// The stream description `simulate` publishes for `cfg`.
 pub fn stream_info(cfg: &SimulatorConfig, layout: &SensorLayout) -> Result<StreamInfo, lsl::LslError> {
-    let mut info = StreamInfo::new(&cfg.name, "MEG", layout.len(), cfg.srate, cfg.format, &cfg.source_id)?;
-    let femto = matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32);
-    let mut chans = layout.channel_infos(femto);
-    if cfg.counter_channel {
-        chans[0] = lsl::ChannelInfo { label: "COUNTER".into(), kind: "MISC".into(), unit: "samples".into() };
-    }
+    let chans = cfg.channel_infos(layout);
+    let mut info = StreamInfo::new(&cfg.name, "MEG", chans.len(), cfg.srate, cfg.format, &cfg.source_id)?;
     info.set_channels(&chans)?;
     info.set_desc_value("manufacturer", "meg-decoder simulator")?;
     info.set_desc_value("layout", &format!("{:?}", cfg.layout))?;
@@ -122,6 +203,15 @@ pub struct SignalSource {
     femto: f32,
     n: u64,
     onsets: u64,
+    /// Per-channel DC offsets (SI).
+    offsets: Vec<f32>,
+    trigger: bool,
+    photodiode: bool,
+    pulse: bool,
+    /// Onsets still shaping the trigger/photodiode/pulse channels: (sample, code).
+    marks: Vec<(f64, u32)>,
+    /// Sensor rows before the extra channels are appended.
+    scratch: Vec<f32>,
 }
 
 /// A stimulus onset inside a chunk.
@@ -150,7 +240,22 @@ impl SignalSource {
             );
         }
         let isi_samples = (cfg.isi_s * cfg.srate).max(1.0);
+        anyhow::ensure!(
+            cfg.dc_offset.is_finite() && cfg.dc_offset.abs() < 1.0,
+            "DC offset must be a finite number of SI units below 1, got {}",
+            cfg.dc_offset
+        );
+        let mut orng = SmallRng::seed_from_u64(cfg.seed ^ 0xdc);
+        let offsets = (0..layout.len())
+            .map(|_| if cfg.dc_offset == 0.0 { 0.0 } else { cfg.dc_offset * orng.random_range(-1.0f32..1.0) })
+            .collect();
         Ok(Self {
+            offsets,
+            trigger: cfg.trigger_channel,
+            photodiode: cfg.photodiode_channel,
+            pulse: cfg.onset_pulse,
+            marks: Vec::new(),
+            scratch: Vec::new(),
             noise: SensorNoise::new(&layout, cfg.srate, cfg.line_freq, cfg.noise_level, cfg.seed),
             layout,
             srate: cfg.srate,
@@ -170,8 +275,9 @@ impl SignalSource {
         })
     }
 
+    /// Channels per row: the sensors plus the trigger and photodiode channels.
     pub fn channels(&self) -> usize {
-        self.layout.len()
+        self.layout.len() + usize::from(self.trigger) + usize::from(self.photodiode)
     }
 
     /// Samples produced so far.
@@ -180,9 +286,12 @@ impl SignalSource {
     }
 
     /// Fills `rows` (sample-major, `len` samples) and appends this chunk's onsets.
-    pub fn next_chunk(&mut self, rows: &mut [f32], len: usize, onsets: &mut Vec<Onset>) {
+    pub fn next_chunk(&mut self, out: &mut [f32], len: usize, onsets: &mut Vec<Onset>) {
         let c = self.layout.len();
-        let rows = &mut rows[..len * c];
+        let width = self.channels();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(len * c, 0.0);
+        let rows = if width == c { &mut out[..len * c] } else { &mut scratch[..] };
         self.noise.fill(rows, len);
         let end = (self.n + len as u64) as f64;
         while self.next_onset < end {
@@ -201,6 +310,7 @@ impl SignalSource {
                 _ => format!("stim_{}", self.onsets),
             };
             self.onsets += 1;
+            self.marks.push((self.next_onset, stimulus.map_or(1, |s| (s % 250) as u32 + 1)));
             if let Some(s) = stimulus {
                 self.active.push(ActiveStimulus { stimulus: s, onset_sample: self.next_onset });
             }
@@ -218,6 +328,23 @@ impl SignalSource {
             self.active.retain(|a| n < a.onset_sample + dur);
             w.add_responses(rows, self.n, self.srate, &self.active, &mut self.drive, self.gain);
         }
+        let n0 = self.n as f64;
+        if self.pulse {
+            let width = PULSE_S * self.srate;
+            for &(o, _) in &self.marks {
+                for i in 0..len {
+                    let k = n0 + i as f64;
+                    if k >= o && k < o + width {
+                        rows[i * c] += PULSE_T;
+                    }
+                }
+            }
+        }
+        if self.offsets.iter().any(|&o| o != 0.0) {
+            for r in rows.chunks_exact_mut(c) {
+                r.iter_mut().zip(&self.offsets).for_each(|(v, o)| *v += o);
+            }
+        }
         if self.femto != 1.0 {
             rows.iter_mut().for_each(|v| *v *= self.femto);
         }
@@ -226,6 +353,29 @@ impl SignalSource {
                 rows[i * c] = (self.n + i as u64) as f32;
             }
         }
+        if width != c {
+            // The trigger holds the stimulus code from the first sample at or after the
+            // onset; the photodiode is lit over the same samples for longer.
+            for i in 0..len {
+                let k = n0 + i as f64;
+                let dst = &mut out[i * width..(i + 1) * width];
+                dst[..c].copy_from_slice(&scratch[i * c..(i + 1) * c]);
+                let mut j = c;
+                if self.trigger {
+                    let on = self.marks.iter().find(|&&(o, _)| k >= o && k < o + TRIGGER_S * self.srate);
+                    dst[j] = on.map_or(0.0, |&(_, code)| code as f32);
+                    j += 1;
+                }
+                if self.photodiode {
+                    let lit = self.marks.iter().any(|&(o, _)| k >= o && k < o + PHOTODIODE_S * self.srate);
+                    dst[j] = if lit { 1.0 } else { 0.0 };
+                }
+            }
+        }
+        let keep = PHOTODIODE_S.max(TRIGGER_S).max(PULSE_S) * self.srate;
+        let end = n0 + len as f64;
+        self.marks.retain(|&(o, _)| o + keep > end);
+        self.scratch = scratch;
         self.n += len as u64;
     }
 }
@@ -240,6 +390,7 @@ pub fn render(
     let mut src = SignalSource::new(cfg)?;
     let n = (seconds * cfg.srate) as usize;
     let mut rows = vec![0.0; n * src.channels()];
+    anyhow::ensure!(cfg.true_rate.is_none() && cfg.drift_ppm == 0.0, "render() stamps on the nominal grid only");
     let mut onsets = Vec::new();
     src.next_chunk(&mut rows, n, &mut onsets);
     let ts = (0..n).map(|i| t0 + i as f64 / cfg.srate).collect();
@@ -257,17 +408,16 @@ pub fn render(
 /// The description `simulate` gives its MEG stream, as plain data (for offline use).
 pub fn stream_description(cfg: &SimulatorConfig) -> crate::ingest::StreamDescription {
     let layout = SensorLayout::load(cfg.layout);
-    let femto = matches!(cfg.format, ChannelFormat::Int16 | ChannelFormat::Int32);
+    let chans = cfg.channel_infos(&layout);
     crate::ingest::StreamDescription {
         name: cfg.name.clone(),
         kind: "MEG".into(),
         source_id: cfg.source_id.clone(),
         hostname: String::new(),
-        channel_count: layout.len(),
+        channel_count: chans.len(),
         nominal_srate: cfg.srate,
         format: cfg.format,
-        channels: layout
-            .channel_infos(femto)
+        channels: chans
             .into_iter()
             .map(|c| crate::ingest::ChannelInfoData { label: c.label, kind: c.kind, unit: c.unit })
             .collect(),
@@ -278,7 +428,24 @@ pub fn stream_description(cfg: &SimulatorConfig) -> crate::ingest::StreamDescrip
 /// Runs the simulator until `stop` is set or the duration has passed.
 pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<SimulatorReport> {
     anyhow::ensure!(cfg.chunk > 0, "chunk size must be at least 1 sample");
-    let mut src = SignalSource::new(cfg)?;
+    let rate = cfg.production_rate();
+    anyhow::ensure!(
+        rate.is_finite() && rate > 0.0 && (rate / cfg.srate - 1.0).abs() < 0.5,
+        "the true rate ({rate} Hz) must be positive and within 50% of the nominal {} Hz",
+        cfg.srate
+    );
+    anyhow::ensure!(
+        cfg.marker_jitter_s.is_finite() && (0.0..1.0).contains(&cfg.marker_jitter_s),
+        "marker jitter must be 0..1 s, got {}",
+        cfg.marker_jitter_s
+    );
+    let grid_ok = cfg.true_rate.is_none() && cfg.drift_ppm == 0.0;
+    anyhow::ensure!(
+        grid_ok || cfg.stamping == Stamping::Push,
+        "a true rate or drift needs push stamping (a source stamped on its nominal grid would carry the error in its timestamps)"
+    );
+    // The signal is generated at the rate it is really sampled at.
+    let mut src = SignalSource::new(&SimulatorConfig { srate: rate, ..cfg.clone() })?;
     let c = src.channels();
     let info = stream_info(cfg, &src.layout)?;
     let mut outlet = Outlet::create(&info, cfg.chunk)?;
@@ -293,7 +460,8 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
     let mut stamps = vec![0.0f64; cfg.chunk];
     let mut onsets = Vec::with_capacity(8);
     let mut report = SimulatorReport::default();
-    let total = cfg.duration_s.map(|d| (d * cfg.srate) as u64);
+    let total = cfg.duration_s.map(|d| (d * rate) as u64);
+    let mut jitter = SmallRng::seed_from_u64(cfg.seed ^ 0x1177);
     let t0 = lsl::local_clock()?;
     let mut n: u64 = 0;
 
@@ -301,19 +469,30 @@ pub fn run(cfg: &SimulatorConfig, stop: &AtomicBool) -> anyhow::Result<Simulator
         let len = cfg.chunk.min(total.map_or(usize::MAX, |t| (t - n) as usize));
         onsets.clear();
         src.next_chunk(&mut data, len, &mut onsets);
-        for (i, ts) in stamps[..len].iter_mut().enumerate() {
-            *ts = t0 + (n + i as u64) as f64 / cfg.srate;
-        }
         // Real time: a chunk leaves once its last sample has been "acquired".
-        let due = t0 + (n + len as u64) as f64 / cfg.srate;
+        let due = t0 + (n + len as u64) as f64 / rate;
         let wait = due - lsl::local_clock()?;
         if wait > 0.0 {
             std::thread::sleep(Duration::from_secs_f64(wait));
         }
+        match cfg.stamping {
+            Stamping::Grid => {
+                for (i, ts) in stamps[..len].iter_mut().enumerate() {
+                    *ts = t0 + (n + i as u64) as f64 / cfg.srate;
+                }
+            }
+            Stamping::Push => {
+                let now = lsl::local_clock()?;
+                for (i, ts) in stamps[..len].iter_mut().enumerate() {
+                    *ts = now - (len - 1 - i) as f64 / cfg.srate;
+                }
+            }
+        }
         outlet.push_chunk(&data[..len * c], &stamps[..len])?;
         if let Some(m) = markers.as_mut() {
             for o in &onsets {
-                m.push_marker(&o.text, t0 + o.sample / cfg.srate)?;
+                let late = if cfg.marker_jitter_s > 0.0 { jitter.random_range(0.0..cfg.marker_jitter_s) } else { 0.0 };
+                m.push_marker(&o.text, t0 + o.sample / rate + late)?;
                 report.markers += 1;
             }
         }
