@@ -1,12 +1,20 @@
-"""The meg-decoder model contract: the ONNX metadata a brain encoder must carry.
+"""The meg-decoder model contract: the ONNX metadata a brain encoder must carry, and the
+reference training-side preprocessing.
 
 Every key is documented in models/README.md. `write_contract` refuses to save a model
 whose metadata is incomplete or inconsistent, so a lab exporting its own model finds out
 at export time, not on the day of the experiment.
+
+`preprocess` is what the service does to a stream before the encoder sees a window
+(src/pipeline/preprocess.rs), in numpy/scipy: the same Butterworth/notch sections, started
+at steady state for the first sample, run causally (or forward-backward for a model
+declared `filter_phase = "zero-phase"`, which the service then compensates), and the same
+Kaiser-windowed-sinc resampler. Train on `preprocess(...)` output and the model sees live
+what it saw in training (tests/real_sources.rs checks the two agree).
 """
 import json
 
-import onnx
+import numpy as np
 
 CONTRACT_VERSION = "1"
 
@@ -33,7 +41,15 @@ OPTIONAL = {
     "scaler_scale": list,
     "subjects": int,
     "training": str,
+    "filter_phase": str,
+    "evoked_band_hz": list,
+    "settle_s": float,
 }
+
+# The resampler's kernel (src/dsp/resample.rs).
+KAISER_BETA = 6.0
+CUTOFF = 0.9
+HALF_WIDTH_OUT = 6.0
 
 
 def validate(meta: dict) -> None:
@@ -58,9 +74,18 @@ def validate(meta: dict) -> None:
         raise ValueError("scaler must be 'fixed', 'none' or 'fit:<seconds>'")
     if len(meta["baseline_s"]) != 2:
         raise ValueError("baseline_s must be [start, end] in seconds relative to the decoded instant")
+    if meta.get("filter_phase", "causal") not in ("causal", "zero-phase"):
+        raise ValueError("filter_phase must be 'causal' or 'zero-phase'")
+    band = meta.get("evoked_band_hz", [1.0, 30.0])
+    if len(band) != 2 or not 0 <= band[0] < band[1]:
+        raise ValueError("evoked_band_hz must be [low, high] with 0 <= low < high")
+    if not 0 <= meta.get("settle_s", 0.0) <= 600:
+        raise ValueError("settle_s must be 0..600 seconds")
 
 
-def write_contract(model: onnx.ModelProto, meta: dict, path: str) -> None:
+def write_contract(model: "onnx.ModelProto", meta: dict, path: str) -> None:
+    import onnx
+
     validate(meta)
     inputs = {i.name: i for i in model.graph.input}
     outputs = {o.name for o in model.graph.output}
@@ -75,3 +100,73 @@ def write_contract(model: onnx.ModelProto, meta: dict, path: str) -> None:
         p.key, p.value = k, v
     onnx.checker.check_model(model)
     onnx.save(model, path)
+
+
+def filter_sos(meta: dict, fs: float):
+    """The second-order sections the service runs at stream rate `fs`."""
+    from scipy import signal
+
+    order = meta.get("filter_order", 4)
+    lo, hi = meta.get("highpass_hz"), meta.get("lowpass_hz")
+    if lo is not None and hi is not None:
+        sos = signal.butter(order, [lo, hi], "bandpass", fs=fs, output="sos")
+    elif lo is not None:
+        sos = signal.butter(order, lo, "highpass", fs=fs, output="sos")
+    elif hi is not None:
+        sos = signal.butter(order, hi, "lowpass", fs=fs, output="sos")
+    else:
+        sos = np.zeros((0, 6))
+    for f0 in meta.get("notch_hz", []):
+        b, a = signal.iirnotch(f0, meta.get("notch_q", 30.0), fs=fs)
+        sos = np.vstack([sos, np.concatenate([b, a])[None, :]])
+    return sos
+
+
+def resample_kernel(tau, fin, fout):
+    """h(tau) of the service's resampler, tau in input samples; and its half-width."""
+    ratio = min(fout / fin, 1.0)
+    cutoff = 0.5 * CUTOFF * ratio
+    hw = HALF_WIDTH_OUT * max(fin / fout, 1.0)
+    r = tau / hw
+    w = np.where(np.abs(r) < 1, np.i0(KAISER_BETA * np.sqrt(np.clip(1 - r * r, 0, None))) / np.i0(KAISER_BETA), 0.0)
+    return 2 * cutoff * np.sinc(2 * cutoff * tau) * w, hw
+
+
+def resample(x, fin, fout):
+    """[channels, n] at `fin` -> [channels, k] at `fout` as the service does it: output k at
+    input position k * fin / fout, inputs before the first equal to the first (the service
+    primes its history at steady state), only outputs whose kernel support has arrived."""
+    n = x.shape[1]
+    _, hw = resample_kernel(0.0, fin, fout)
+    out = []
+    k = 0
+    while True:
+        p = k * fin / fout
+        if np.floor(p + hw) > n - 1:
+            break
+        idx = np.arange(int(np.ceil(p - hw)), int(np.floor(p + hw)) + 1)
+        h, _ = resample_kernel(p - idx, fin, fout)
+        vals = x[:, np.clip(idx, 0, None)]
+        out.append(vals @ h)
+        k += 1
+    return np.array(out).T if out else np.zeros((x.shape[0], 0))
+
+
+def preprocess(x, fs: float, meta: dict, zero_phase=None):
+    """A continuous recording [channels, n] in SI units at `fs` Hz -> the model-rate signal
+    the service windows. `zero_phase` defaults to the contract's `filter_phase`: for
+    training data of a `zero-phase` model use forward-backward filtering; for a `causal`
+    one, the steady-state-started causal filters the service runs."""
+    from scipy import signal
+
+    x = np.asarray(x, dtype=np.float64)
+    sos = filter_sos(meta, fs)
+    if zero_phase is None:
+        zero_phase = meta.get("filter_phase", "causal") == "zero-phase"
+    if len(sos):
+        if zero_phase:
+            x = signal.sosfiltfilt(sos, x, axis=1)
+        else:
+            zi = signal.sosfilt_zi(sos)[:, None, :] * x[None, :, :1]  # [sections, channels, 2]
+            x, _ = signal.sosfilt(sos, x, axis=1, zi=zi)
+    return resample(x, fs, meta["sample_rate_hz"])

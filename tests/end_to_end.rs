@@ -57,6 +57,9 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
     cfg.stream.name = name.clone();
     cfg.markers.name = format!("{name}-m");
     cfg.pipeline.hop_s = 0.05;
+    // Decode 1 s after start (the band-pass's own settle period is 3.1 s) so the 8 s
+    // client run sees mostly decodings.
+    cfg.preprocessing.settle_s = Some(1.0);
     let port = free_port();
     cfg.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
@@ -109,9 +112,10 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
     assert!(locked.len() >= 5, "{} event-locked decodings", locked.len());
     assert!(lines.windows(2).all(|w| w[1]["sequence"].as_u64() > w[0]["sequence"].as_u64()));
     for d in &locked {
-        // -0.5..+1.0 s around the onset: 181 samples at 120 Hz span 1.5 s.
+        // -0.5..+1.0 s around the onset: 181 samples at 120 Hz span 1.5 s (on the stream's
+        // fitted clock, which follows LSL's clock-offset updates: within a millisecond).
         assert!(d["marker"].as_str().unwrap().starts_with("img_"));
-        assert!((d["window_end"].as_f64().unwrap() - d["window_start"].as_f64().unwrap() - 1.5).abs() < 1e-6);
+        assert!((d["window_end"].as_f64().unwrap() - d["window_start"].as_f64().unwrap() - 1.5).abs() < 1e-3);
         assert!(d["latency_ms"].as_f64().unwrap() < 500.0);
     }
     // Continuous windows end at the newest sample: latency is the resampler's ~50 ms plus little.

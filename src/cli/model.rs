@@ -43,9 +43,9 @@ pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
     );
     let sos = meg_decoder::pipeline::design_filters(&c, a.stream_rate)?;
     let (lo, hi) = c.evoked_band_hz;
-    let band = meg_decoder::dsp::band_group_delay_s(&sos, lo, hi.min(0.45 * a.stream_rate), a.stream_rate);
+    let band = meg_decoder::dsp::evoked_delay_s(&sos, lo, hi.min(0.45 * a.stream_rate), a.stream_rate);
     println!(
-        "filters    {} at {} Hz: group delay {:.1} ms at 1 Hz, {:.1} ms at 10 Hz, {:.1} ms over {lo}-{hi} Hz; {}",
+        "filters    {} at {} Hz: group delay {:.1} ms at 1 Hz, {:.1} ms at 10 Hz; evoked response ({lo}-{hi} Hz) delayed {:.1} ms; {}",
         c.filter_phase.as_str(),
         a.stream_rate,
         meg_decoder::dsp::group_delay_s(&sos, 1.0, a.stream_rate) * 1e3,

@@ -13,7 +13,7 @@ mod sos;
 
 pub use clock::SampleClock;
 pub use design::{
-    band_group_delay_s, butter_bandpass, butter_highpass, butter_lowpass, group_delay_s, magnitude, notch, settle_time_s,
+    butter_bandpass, butter_highpass, butter_lowpass, evoked_delay_s, group_delay_s, magnitude, notch, settle_time_s,
     Biquad,
 };
 pub use resample::Resampler;

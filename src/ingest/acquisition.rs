@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::gaps::{Discontinuity, GapDetector};
+use super::gaps::{Discontinuity, GapDetector, Step};
 use super::ring::{RingBuffer, RingWriter};
 use super::stats::StreamStats;
 use super::{IngestError, IngestEvent, StreamDescription, StreamQuery};
@@ -160,6 +160,9 @@ impl Acquirer {
         let mut data = vec![0.0f32; max_chunk * self.channels];
         let mut stamps = vec![0.0f64; max_chunk];
         let mut gaps = GapDetector::new(self.srate);
+        // Samples held by the gap detector (rows, raw timestamps), allocated once.
+        let hold = gaps.max_hold() + 1;
+        let mut held: (Vec<f32>, Vec<f64>) = (Vec::with_capacity(hold * self.channels), Vec::with_capacity(hold));
         let mut segment = 0u32;
         let mut offset = self.inlet.time_correction(2.0).unwrap_or(0.0);
         self.stats.set_clock_offset(offset);
@@ -194,6 +197,13 @@ impl Acquirer {
             };
             let now = Instant::now();
             if got == 0 {
+                if !held.1.is_empty() && now.duration_since(last_data) > Duration::from_millis(200) {
+                    // Nothing came after the late samples: they start a new segment.
+                    if let Some(d) = gaps.flush() {
+                        self.discontinuity(d, &mut segment, 0);
+                    }
+                    self.push_held(&mut held, offset, segment);
+                }
                 if !lost && now.duration_since(last_data) > self.stall {
                     lost = true;
                     StreamStats::add(&self.stats.source_losses, 1);
@@ -216,35 +226,38 @@ impl Acquirer {
                 }
                 last_correction = now;
             }
-            let stamps = &mut stamps[..got];
-            let data = &data[..got * self.channels];
             // Split the chunk at each discontinuity; raw timestamps drive detection.
-            let mut start = 0;
-            while start < got {
-                let end = match gaps.scan(&stamps[start..]) {
-                    None => got,
-                    Some(d) => {
-                        let at = start + self.discontinuity(d, &mut segment);
-                        // `at` > start always, except a discontinuity at the chunk's first
-                        // sample, which only opens a new segment.
-                        if at == start {
-                            continue;
-                        }
-                        at
+            // Late samples are held (copied aside) until the detector knows whether
+            // they were pushed late or follow lost samples.
+            let mut run = 0;
+            for i in 0..got {
+                match gaps.observe(stamps[i]) {
+                    Step::Accept => {}
+                    Step::Hold => {
+                        self.push_run(&data, &mut stamps, run, i, offset, segment);
+                        let c = self.channels;
+                        held.0.extend_from_slice(&data[i * c..(i + 1) * c]);
+                        held.1.push(stamps[i]);
+                        run = i + 1;
                     }
-                };
-                let piece = &mut stamps[start..end];
-                piece.iter_mut().for_each(|t| *t += offset);
-                let bad = self.writer.push(&data[start * self.channels..end * self.channels], piece, segment);
-                if bad > 0 {
-                    StreamStats::add(&self.stats.non_finite_samples, bad as u64);
-                    self.emit(IngestEvent::NonFinite { samples: bad });
+                    Step::Break(d) => {
+                        self.push_run(&data, &mut stamps, run, i, offset, segment);
+                        self.discontinuity(d, &mut segment, 0);
+                        run = i;
+                    }
+                    Step::Release(d) => {
+                        if let Some(d) = d {
+                            self.discontinuity(d, &mut segment, 0);
+                        }
+                        self.push_held(&mut held, offset, segment);
+                        run = i;
+                    }
                 }
-                start = end;
             }
+            self.push_run(&data, &mut stamps, run, got, offset, segment);
             StreamStats::add(&self.stats.samples, got as u64);
             StreamStats::add(&self.stats.chunks, 1);
-            let newest = stamps[got - 1];
+            let newest = stamps[got - 1] + offset;
             if let Ok(clock) = lsl::local_clock() {
                 self.stats.set_lag(clock - newest);
             }
@@ -266,27 +279,52 @@ impl Acquirer {
         self.stats.connected.store(false, Ordering::Relaxed);
     }
 
-    /// Handles one discontinuity: counts it, opens a new segment, reports it. Returns its
-    /// index in the scanned slice.
-    fn discontinuity(&self, d: Discontinuity, segment: &mut u32) -> usize {
+    /// Handles one discontinuity: counts it, opens a new segment, reports it.
+    fn discontinuity(&self, d: Discontinuity, segment: &mut u32, _at: usize) {
         *segment += 1;
         match d {
-            Discontinuity::Gap { index_in_chunk, missing, seconds } => {
+            Discontinuity::Gap { missing, seconds } => {
                 StreamStats::add(&self.stats.gaps, 1);
                 StreamStats::add(&self.stats.missing_samples, missing);
-                self.emit(IngestEvent::Gap {
-                    at_sample: self.writer.ring().head() + index_in_chunk as u64,
-                    missing_samples: missing,
-                    seconds,
-                });
-                index_in_chunk
+                self.emit(IngestEvent::Gap { at_sample: self.writer.ring().head(), missing_samples: missing, seconds });
             }
-            Discontinuity::ClockReset { index_in_chunk, step_s } => {
+            Discontinuity::ClockReset { step_s } => {
                 StreamStats::add(&self.stats.clock_resets, 1);
                 self.emit(IngestEvent::ClockReset { step_s });
-                index_in_chunk
             }
         }
+    }
+
+    /// Appends chunk samples `from..to` to the ring (timestamps mapped to the local clock).
+    fn push_run(&mut self, data: &[f32], stamps: &mut [f64], from: usize, to: usize, offset: f64, segment: u32) {
+        if from >= to {
+            return;
+        }
+        let piece = &mut stamps[from..to];
+        piece.iter_mut().for_each(|t| *t += offset);
+        let c = self.channels;
+        let bad = self.writer.push(&data[from * c..to * c], piece, segment);
+        // The raw stamps stay as they were for the caller.
+        piece.iter_mut().for_each(|t| *t -= offset);
+        if bad > 0 {
+            StreamStats::add(&self.stats.non_finite_samples, bad as u64);
+            self.emit(IngestEvent::NonFinite { samples: bad });
+        }
+    }
+
+    /// Appends the held samples to the ring and empties the hold.
+    fn push_held(&mut self, held: &mut (Vec<f32>, Vec<f64>), offset: f64, segment: u32) {
+        if held.1.is_empty() {
+            return;
+        }
+        held.1.iter_mut().for_each(|t| *t += offset);
+        let bad = self.writer.push(&held.0, &held.1, segment);
+        if bad > 0 {
+            StreamStats::add(&self.stats.non_finite_samples, bad as u64);
+            self.emit(IngestEvent::NonFinite { samples: bad });
+        }
+        held.0.clear();
+        held.1.clear();
     }
 
     /// Pulls what is buffered; if nothing is, sleeps in `pull_sample` for up to 50 ms.

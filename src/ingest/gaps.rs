@@ -2,26 +2,53 @@
 //!
 //! LSL gives no error while a source is away: pulls simply return nothing, and when the
 //! source is back the timestamps jump. Real sources also stamp chunks when they push them,
-//! so timestamps jitter by the pushing thread's scheduling, and their true rate is off the
-//! nominal one. The detector therefore compares each timestamp with a running fit of the
-//! segment's clock ([`SampleClock`]), not with the previous sample: a sample later than
-//! the fit predicts by more than the tolerance (1.5 sample periods, or 6x the measured
-//! jitter where that is larger) is a gap of `round(lateness * rate)` missing samples; one
-//! earlier by more than the tolerance is a clock reset.
+//! so timestamps jitter with the pushing thread's scheduling, and their true rate is off
+//! the nominal one. The detector therefore compares each timestamp with a running fit of
+//! the segment's clock ([`SampleClock`]) instead of the previous sample, and tells a late
+//! push from lost samples by looking ahead:
+//!
+//! - a sample later than the fit by more than the tolerance (1.5 sample periods, or 6x the
+//!   measured jitter where larger) is *held*; if the samples after it come back to the
+//!   line (a push that was late, then caught up), the held samples are accepted; if they
+//!   are still late [`CONFIRM_S`] of samples later, samples were lost: a gap of
+//!   `round(lateness * rate)` samples before the first held one;
+//! - a sample earlier than the fit by more than [`RESET_S`] is a clock reset (smaller
+//!   early deviations are jitter).
+//!
+//! The decision depends only on the sequence of timestamps, never on how they were
+//! chunked, so `replay` segments a recording exactly as the live acquisition did.
 
 use crate::dsp::SampleClock;
 
-/// A discontinuity found before the sample at `index_in_chunk`.
+/// A discontinuity before a sample (see [`Step`] for which one).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Discontinuity {
-    Gap { index_in_chunk: usize, missing: u64, seconds: f64 },
-    ClockReset { index_in_chunk: usize, step_s: f64 },
+    Gap { missing: u64, seconds: f64 },
+    ClockReset { step_s: f64 },
+}
+
+/// What to do with the sample just observed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// It continues the current segment.
+    Accept,
+    /// It starts a new segment after a discontinuity.
+    Break(Discontinuity),
+    /// Keep it (and the following ones) aside until the detector has decided.
+    Hold,
+    /// Decided: the held samples, then this one, continue the current segment (None) or
+    /// start a new one after a discontinuity.
+    Release(Option<Discontinuity>),
 }
 
 /// Jitter assumed before any was measured (seconds, RMS).
 const PRIOR_JITTER_S: f64 = 0.001;
 /// Half-life (seconds) of the jitter estimate.
 const JITTER_HALF_LIFE_S: f64 = 5.0;
+/// Seconds of samples after a late one that decide between a late push and a gap.
+pub const CONFIRM_S: f64 = 0.1;
+/// A sample must be this much earlier than the fit to be a clock reset.
+pub const RESET_S: f64 = 0.25;
 
 #[derive(Debug, Clone)]
 pub struct GapDetector {
@@ -31,18 +58,27 @@ pub struct GapDetector {
     /// Mean squared deviation from the fit (s^2), kept across segments.
     jitter2: f64,
     lambda: f64,
+    /// Held timestamps (a late run being decided), preallocated.
+    held: Vec<f64>,
+    /// Lateness of the first held sample.
+    held_late: f64,
+    confirm: usize,
 }
 
 impl GapDetector {
     /// For a stream of nominal rate `srate` (Hz); irregular streams (rate 0) have no gaps.
     pub fn new(srate: f64) -> Self {
         let regular = srate > 0.0 && srate.is_finite();
+        let confirm = if regular { ((CONFIRM_S * srate).ceil() as usize).clamp(1, 1_000_000) } else { 1 };
         Self {
             period: if regular { 1.0 / srate } else { 0.0 },
             clock: regular.then(|| SampleClock::new(srate)),
             last: None,
             jitter2: PRIOR_JITTER_S * PRIOR_JITTER_S,
             lambda: if regular { 0.5f64.powf(1.0 / (JITTER_HALF_LIFE_S * srate).max(2.0)) } else { 0.0 },
+            held: Vec::with_capacity(confirm + 1),
+            held_late: 0.0,
+            confirm,
         }
     }
 
@@ -51,42 +87,145 @@ impl GapDetector {
         self.last
     }
 
-    /// How late or early (seconds) a sample may be before it counts as a discontinuity.
+    /// Samples held while a late run is decided (at most `CONFIRM_S` of samples).
+    pub fn holding(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Most samples ever held at once.
+    pub fn max_hold(&self) -> usize {
+        self.confirm
+    }
+
+    /// How late or early (seconds) a sample may be before it counts as suspect.
     pub fn tolerance_s(&self) -> f64 {
         (1.5 * self.period).max(6.0 * self.jitter2.sqrt())
     }
 
-    /// Scans a chunk's timestamps; returns the first discontinuity, if any, and remembers
-    /// the timestamps up to it (call again with the rest of the chunk after handling it).
-    pub fn scan(&mut self, timestamps: &[f64]) -> Option<Discontinuity> {
-        let Some(clock) = self.clock.as_mut() else {
-            self.last = timestamps.last().copied().or(self.last);
-            return None;
-        };
-        for (i, &t) in timestamps.iter().enumerate() {
-            if clock.samples() > 0 {
-                let dev = t - clock.at(clock.samples() as f64);
-                let tol = (1.5 * self.period).max(6.0 * self.jitter2.sqrt());
-                if dev.abs() > tol || !t.is_finite() {
-                    let step = t - self.last.unwrap_or(t);
-                    // The caller scans again from this sample, which starts the new fit.
-                    clock.reset();
-                    self.last = Some(t);
-                    return Some(if dev > 0.0 {
-                        let missing = ((dev / self.period).round() as u64).max(1);
-                        Discontinuity::Gap { index_in_chunk: i, missing, seconds: step - self.period }
-                    } else {
-                        Discontinuity::ClockReset { index_in_chunk: i, step_s: step }
-                    });
-                }
-                if clock.samples() > 1 {
-                    self.jitter2 = self.lambda * self.jitter2 + (1.0 - self.lambda) * dev * dev;
-                }
+    fn accept(&mut self, t: f64, dev: f64) {
+        if let Some(clock) = self.clock.as_mut() {
+            if clock.samples() > 1 {
+                self.jitter2 = self.lambda * self.jitter2 + (1.0 - self.lambda) * dev * dev;
             }
             clock.push(t);
-            self.last = Some(t);
         }
-        None
+        self.last = Some(t);
+    }
+
+    /// Starts a new segment at the held samples (a confirmed gap).
+    fn restart_with_held(&mut self) {
+        let clock = self.clock.as_mut().expect("regular stream");
+        clock.reset();
+        for &t in &self.held {
+            clock.push(t);
+        }
+        self.held.clear();
+    }
+
+    /// Observes the next sample's timestamp.
+    pub fn observe(&mut self, t: f64) -> Step {
+        let tol = self.tolerance_s();
+        let Some(clock) = self.clock.as_ref() else {
+            self.last = Some(t);
+            return Step::Accept;
+        };
+        if clock.samples() == 0 && self.held.is_empty() {
+            self.accept(t, 0.0);
+            return Step::Accept;
+        }
+        // Deviation from the fit, at this sample's index (after any held samples).
+        let dev = t - clock.at((clock.samples() + self.held.len() as u64) as f64);
+        if !self.held.is_empty() {
+            if dev <= tol {
+                // Back on the line: the held samples were a late push.
+                let mut held = std::mem::take(&mut self.held);
+                for &h in &held {
+                    let c = self.clock.as_ref().expect("regular stream");
+                    let d = h - c.at(c.samples() as f64);
+                    self.accept(h, d);
+                }
+                held.clear();
+                self.held = held;
+                self.accept(t, dev);
+                return Step::Release(None);
+            }
+            self.held.push(t);
+            if self.held.len() > self.confirm {
+                // Still late after CONFIRM_S of samples: they were lost.
+                let late = self.held_late;
+                let step = self.held[0] - self.last.unwrap_or(self.held[0]);
+                self.restart_with_held();
+                self.last = Some(t);
+                let missing = ((late / self.period).round() as u64).max(1);
+                return Step::Release(Some(Discontinuity::Gap { missing, seconds: step - self.period }));
+            }
+            return Step::Hold;
+        }
+        if !t.is_finite() || dev < -tol.max(RESET_S) {
+            let step = t - self.last.unwrap_or(t);
+            let clock = self.clock.as_mut().expect("regular stream");
+            clock.reset();
+            clock.push(t);
+            self.last = Some(t);
+            return Step::Break(Discontinuity::ClockReset { step_s: step });
+        }
+        if dev > tol {
+            self.held_late = dev;
+            self.held.push(t);
+            return Step::Hold;
+        }
+        self.accept(t, dev);
+        Step::Accept
+    }
+
+    /// The source went away while samples were held: they start a new segment (what
+    /// follows them cannot be known).
+    pub fn flush(&mut self) -> Option<Discontinuity> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let late = self.held_late;
+        let step = self.held[0] - self.last.unwrap_or(self.held[0]);
+        let last = *self.held.last().expect("not empty");
+        self.restart_with_held();
+        self.last = Some(last);
+        Some(Discontinuity::Gap { missing: ((late / self.period).round() as u64).max(1), seconds: step - self.period })
+    }
+
+    /// Segments a whole record as the live acquisition does (one number per sample).
+    pub fn segment_all(srate: f64, timestamps: &[f64]) -> Vec<u32> {
+        let mut g = GapDetector::new(srate);
+        let mut out = Vec::with_capacity(timestamps.len());
+        let mut seg = 0u32;
+        let mut held = 0usize;
+        for &t in timestamps {
+            match g.observe(t) {
+                Step::Accept => out.push(seg),
+                Step::Break(_) => {
+                    seg += 1;
+                    out.push(seg);
+                }
+                Step::Hold => {
+                    held += 1;
+                    out.push(u32::MAX);
+                }
+                Step::Release(d) => {
+                    if d.is_some() {
+                        seg += 1;
+                    }
+                    let n = out.len();
+                    out[n - held..].iter_mut().for_each(|s| *s = seg);
+                    held = 0;
+                    out.push(seg);
+                }
+            }
+        }
+        if g.flush().is_some() {
+            seg += 1;
+        }
+        let n = out.len();
+        out[n - held..].iter_mut().for_each(|s| *s = seg);
+        out
     }
 }
 
@@ -94,57 +233,67 @@ impl GapDetector {
 mod tests {
     use super::*;
 
+    /// The discontinuities and the segment of every sample.
+    fn run(srate: f64, ts: &[f64]) -> (Vec<Discontinuity>, Vec<u32>) {
+        let mut g = GapDetector::new(srate);
+        let mut found = Vec::new();
+        for &t in ts {
+            match g.observe(t) {
+                Step::Break(d) | Step::Release(Some(d)) => found.push(d),
+                _ => {}
+            }
+        }
+        (found, GapDetector::segment_all(srate, ts))
+    }
+
     #[test]
     fn regular_stream_has_no_gap() {
-        let mut g = GapDetector::new(1000.0);
         let ts: Vec<f64> = (0..500).map(|i| 10.0 + i as f64 / 1000.0).collect();
-        assert_eq!(g.scan(&ts[..250]), None);
-        assert_eq!(g.scan(&ts[250..]), None);
+        let (found, seg) = run(1000.0, &ts);
+        assert!(found.is_empty());
+        assert!(seg.iter().all(|&s| s == 0));
     }
 
     #[test]
     fn finds_gap_with_its_length() {
-        let mut g = GapDetector::new(1000.0);
         let mut ts: Vec<f64> = (0..10).map(|i| i as f64 / 1000.0).collect();
-        ts.extend((47..50).map(|i| i as f64 / 1000.0));
-        match g.scan(&ts) {
-            Some(Discontinuity::Gap { index_in_chunk, missing, .. }) => {
-                assert_eq!(index_in_chunk, 10);
-                assert_eq!(missing, 37);
-            }
-            other => panic!("expected gap, got {other:?}"),
-        }
-        assert_eq!(g.scan(&ts[10..]), None);
+        ts.extend((47..400).map(|i| i as f64 / 1000.0));
+        let (found, seg) = run(1000.0, &ts);
+        assert_eq!(found.len(), 1);
+        assert!(matches!(found[0], Discontinuity::Gap { missing: 37, .. }), "{found:?}");
+        assert!(seg[..10].iter().all(|&s| s == 0) && seg[10..].iter().all(|&s| s == 1), "{seg:?}");
     }
 
     #[test]
     fn finds_clock_reset() {
-        let mut g = GapDetector::new(600.614);
-        assert_eq!(g.scan(&[100.0, 100.0 + 1.0 / 600.614]), None);
-        assert!(matches!(g.scan(&[3.0]), Some(Discontinuity::ClockReset { index_in_chunk: 0, .. })));
+        let mut ts: Vec<f64> = (0..100).map(|i| 100.0 + i as f64 / 600.614).collect();
+        ts.extend((0..100).map(|i| 3.0 + i as f64 / 600.614));
+        let (found, seg) = run(600.614, &ts);
+        assert!(matches!(found[..], [Discontinuity::ClockReset { .. }]), "{found:?}");
+        assert_eq!(seg[100], 1);
     }
 
     #[test]
-    fn chunk_stamping_jitter_and_off_nominal_rate_are_not_gaps() {
-        // Chunks of 10 stamped at push time with up to 3 ms of scheduling delay, from a
-        // source 1% fast: never a discontinuity; a real 200 ms outage still is one.
-        let mut g = GapDetector::new(1000.0);
+    fn late_pushes_and_off_nominal_rate_are_not_gaps_but_outages_are() {
+        // Chunks of 10 stamped at push time, from a source 1% fast; pushes usually up to
+        // 1 ms late, every 50th chunk 40 ms late (the thread was descheduled) and then
+        // caught up: never a discontinuity. A real 200 ms outage is one gap, found at its
+        // first sample, whatever the chunking.
         let mut rng = 99u64;
-        let mut found = 0;
+        let mut ts = Vec::new();
         for c in 0..3000u64 {
             rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let delay = 0.003 * ((rng >> 11) as f64 / (1u64 << 53) as f64);
+            let mut delay = 0.001 * ((rng >> 11) as f64 / (1u64 << 53) as f64);
+            if c % 50 == 25 {
+                delay += 0.040;
+            }
             let outage = if c >= 2000 { 0.2 } else { 0.0 };
             let push = 50.0 + (c * 10 + 9) as f64 / 1010.0 + delay + outage;
-            let ts: Vec<f64> = (0..10).map(|k| push - (9 - k) as f64 / 1000.0).collect();
-            if let Some(d) = g.scan(&ts) {
-                assert_eq!(c, 2000, "false discontinuity {d:?} at chunk {c}");
-                assert!(matches!(d, Discontinuity::Gap { missing, .. } if (195..=205).contains(&missing)), "{d:?}");
-                found += 1;
-                let Discontinuity::Gap { index_in_chunk, .. } = d else { unreachable!() };
-                assert_eq!(g.scan(&ts[index_in_chunk..]), None);
-            }
+            ts.extend((0..10).map(|k| push - (9 - k) as f64 / 1000.0));
         }
-        assert_eq!(found, 1);
+        let (found, seg) = run(1000.0, &ts);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(matches!(found[0], Discontinuity::Gap { missing, .. } if (195..=205).contains(&missing)), "{found:?}");
+        assert!(seg[..20_000].iter().all(|&s| s == 0) && seg[20_000..].iter().all(|&s| s == 1));
     }
 }

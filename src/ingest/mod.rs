@@ -16,7 +16,7 @@ mod ring;
 mod stats;
 
 pub use acquisition::{AcquisitionConfig, MegAcquisition};
-pub use gaps::{Discontinuity, GapDetector};
+pub use gaps::{Discontinuity, GapDetector, Step};
 pub use markers::{Marker, MarkerAcquisition};
 pub use ring::{ReadError, RingBuffer, RingWriter, SampleMeta, FLAG_NON_FINITE};
 pub use stats::{StatsSnapshot, StreamStats};

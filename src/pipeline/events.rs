@@ -301,11 +301,8 @@ mod tests {
         let cfg = EventConfig { trigger_channel: "STI 014".into(), trigger_mask: 0xFF, ..Default::default() };
         let mut d = OnsetDetector::from_config(&cfg, &chans).unwrap().expect("auto picks the trigger");
         let codes = [0.0, 0.0, 5.0, 5.0, 0.0, 0.0, 3.0, 7.0, 7.0, 0.0, 256.0 + 4.0, 0.0];
-        let found: Vec<(usize, u64)> = codes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &c)| d.push(&[0.0, c], i as f64).map(|o| (i, o.code)))
-            .collect();
+        let found: Vec<(usize, u64)> =
+            codes.iter().enumerate().filter_map(|(i, &c)| d.push(&[0.0, c], i as f64).map(|o| (i, o.code))).collect();
         // 3 -> 7 rises too (MNE's consecutive='increasing'); 260 & 0xFF = 4.
         assert_eq!(found, vec![(2, 5), (6, 3), (7, 7), (10, 4)]);
     }
@@ -322,9 +319,17 @@ mod tests {
             ..Default::default()
         };
         let mut d = OnsetDetector::from_config(&cfg, &chans).unwrap().unwrap();
-        let level = |t: f64| if (1.0..1.1).contains(&t) || (1.12..1.2).contains(&t) || (2.0..2.1).contains(&t) { 1.0 } else { 0.0 };
-        let onsets: Vec<f64> =
-            (0..3000).filter_map(|i| d.push(&[level(i as f64 / 1000.0)], i as f64 / 1000.0)).map(|o| o.timestamp).collect();
+        let level = |t: f64| {
+            if (1.0..1.1).contains(&t) || (1.12..1.2).contains(&t) || (2.0..2.1).contains(&t) {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        let onsets: Vec<f64> = (0..3000)
+            .filter_map(|i| d.push(&[level(i as f64 / 1000.0)], i as f64 / 1000.0))
+            .map(|o| o.timestamp)
+            .collect();
         assert_eq!(onsets, vec![1.0, 2.0]);
     }
 
@@ -335,7 +340,10 @@ mod tests {
         let e = OnsetDetector::from_config(&cfg, &chans).unwrap_err().to_string();
         assert!(e.contains("STI 101") && e.contains("trigger_channel"), "{e}");
         let cfg = EventConfig { source: OnsetSource::Trigger, ..Default::default() };
-        assert!(OnsetDetector::from_config(&cfg, &chans).unwrap_err().to_string().contains("needs events.trigger_channel"));
+        assert!(OnsetDetector::from_config(&cfg, &chans)
+            .unwrap_err()
+            .to_string()
+            .contains("needs events.trigger_channel"));
         let cfg = EventConfig { pair_window_s: f64::NAN, ..Default::default() };
         assert!(OnsetDetector::from_config(&cfg, &chans).unwrap_err().to_string().contains("pair_window_s"));
         // Auto without a configured channel: markers.

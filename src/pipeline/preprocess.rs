@@ -6,7 +6,7 @@
 //! rate is from its nominal one. Per input sample: no allocation.
 
 use crate::dsp::{
-    band_group_delay_s, butter_bandpass, butter_highpass, butter_lowpass, notch, settle_time_s, Biquad, Resampler,
+    butter_bandpass, butter_highpass, butter_lowpass, evoked_delay_s, notch, settle_time_s, Biquad, Resampler,
     SampleClock, SosFilter,
 };
 use crate::model::{FilterPhase, ModelContract};
@@ -52,8 +52,21 @@ pub fn normalize_channel_name(name: &str) -> String {
 /// Channel types that are never brain sensors, whatever their name (MNE's and LSL's
 /// spellings, lower case).
 pub const NON_BRAIN_TYPES: [&str; 15] = [
-    "stim", "trigger", "misc", "ref_meg", "refmeg", "eog", "ecg", "emg", "resp", "syst", "chpi", "exci", "ias",
-    "bio", "photodiode",
+    "stim",
+    "trigger",
+    "misc",
+    "ref_meg",
+    "refmeg",
+    "eog",
+    "ecg",
+    "emg",
+    "resp",
+    "syst",
+    "chpi",
+    "exci",
+    "ias",
+    "bio",
+    "photodiode",
 ];
 
 /// Whether a stream channel of this type may feed a model channel.
@@ -143,7 +156,8 @@ impl ChannelMap {
                     return None;
                 }
                 let key = normalize_channel_name(name);
-                let mut hits = (0..channels.len()).filter(|&i| normalized[i] == key && is_brain_type(&channels[i].kind));
+                let mut hits =
+                    (0..channels.len()).filter(|&i| normalized[i] == key && is_brain_type(&channels[i].kind));
                 match (hits.next(), hits.next()) {
                     (Some(i), None) => Some(i),
                     _ => None,
@@ -245,7 +259,7 @@ impl Preprocessor {
             FilterPhase::Causal => 0.0,
             FilterPhase::ZeroPhase => {
                 let (lo, hi) = contract.evoked_band_hz;
-                band_group_delay_s(&sos, lo, hi.min(0.45 * stream_rate), stream_rate)
+                evoked_delay_s(&sos, lo, hi.min(0.45 * stream_rate), stream_rate)
             }
         };
         let settle_s =

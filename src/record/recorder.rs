@@ -226,7 +226,7 @@ fn open(
         xml_escape(&src.metadata.to_string())
     );
     let mut writer = XdfWriter::create(file, &header).map_err(io)?;
-    writer.stream_header(MEG_ID, &src.meg.xml).map_err(io)?;
+    writer.stream_header(MEG_ID, &float32_header(&src.meg.xml)).map_err(io)?;
     if let Some((d, _)) = &src.markers {
         writer.stream_header(MARKERS_ID, &d.xml).map_err(io)?;
     }
@@ -339,6 +339,28 @@ fn close(a: &mut Active) -> std::io::Result<()> {
     }
     a.writer.flush()?;
     a.writer.sync()
+}
+
+/// The MEG stream's header as recorded: the samples are written as the float32 values
+/// the service decodes (exact for int8/int16 sources and float32 ones; rounded to 24 bits
+/// of mantissa for double64 and large int32 values), so the header says `float32`, never
+/// the source's format, and keeps that format in `<source_channel_format>`.
+pub(crate) fn float32_header(xml: &str) -> String {
+    let (open, close) = ("<channel_format>", "</channel_format>");
+    match (xml.find(open), xml.find(close)) {
+        (Some(a), Some(b)) if b > a => {
+            let source = &xml[a + open.len()..b];
+            if source == "float32" {
+                return xml.to_string();
+            }
+            format!(
+                "{}{open}float32{close}<source_channel_format>{source}</source_channel_format>{}",
+                &xml[..a],
+                &xml[b + close.len()..]
+            )
+        }
+        _ => xml.to_string(),
+    }
 }
 
 /// UTC time as ISO 8601 (no chrono dependency: seconds since the epoch, formatted).

@@ -80,15 +80,8 @@ pub fn decode_offline(
     };
     markers.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
     let c = meg.channel_count;
-    let mut segments = vec![0u32; ts.len()];
-    let mut gaps = GapDetector::new(meg.nominal_srate);
-    let mut seg = 0u32;
-    for (i, s) in segments.iter_mut().enumerate() {
-        if gaps.scan(&meg.timestamps[i..i + 1]).is_some() {
-            seg += 1;
-        }
-        *s = seg;
-    }
+    // The live acquisition's segmentation, from the raw timestamps.
+    let segments = GapDetector::segment_all(meg.nominal_srate, &meg.timestamps);
     let mut out = Vec::new();
     let mut next_marker = 0;
     let chunk = 256;

@@ -1,0 +1,644 @@
+//! What real acquisition does, and the service getting it right: sources whose true rate
+//! is off nominal or drifts (live, over LSL, chunks stamped at push time), DC offsets,
+//! trigger and photodiode channels paired with jittered markers, a model trained on
+//! zero-phase filtered data, the Python reference preprocessing of models/contract.py, and
+//! the two real MEG recordings of ../shared/data/real-meg streamed by MNE-LSL's PlayerLSL.
+//!
+//! Models here are probe encoders exported through models/contract.py
+//! (models/probe_model.py): `raw` returns the preprocessed window itself, so a test sees
+//! exactly what the service feeds a model.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meg_decoder::config::Config;
+use meg_decoder::dsp::{butter_bandpass, SosFilter};
+use meg_decoder::ingest::Marker;
+use meg_decoder::model::{Encoder, EncoderOptions, ModelContract};
+use meg_decoder::pipeline::{
+    ChannelMap, ChannelMatching, DecodeMode, DecoderCore, Decoding, EventConfig, OnsetSource, PipelineConfig,
+    Preprocessor, SkipReason,
+};
+use meg_decoder::simulate::{self, EvokedWorld, SimulatorConfig, Stamping};
+
+fn python() -> PathBuf {
+    std::env::var_os("MEG_DECODER_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv/bin/python"))
+}
+
+/// Exports a probe encoder with models/probe_model.py (onnx + contract.py, as a lab would).
+fn probe(dir: &Path, args: &[&str]) -> PathBuf {
+    let out = Command::new(python())
+        .arg(common::repo().join("models/probe_model.py"))
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("python with onnx (make venv)");
+    assert!(out.status.success(), "probe_model.py: {}", String::from_utf8_lossy(&out.stderr));
+    dir.join("encoder.onnx")
+}
+
+fn load(path: &Path) -> Encoder {
+    Encoder::load(path, &EncoderOptions { warmup_runs: 0, ..Default::default() }).unwrap()
+}
+
+/// Runs the core over rendered data in chunks of 50, handing each marker over once the
+/// data has passed its `arrive` time.
+fn run_core(
+    core: &mut DecoderCore,
+    width: usize,
+    rows: &[f32],
+    ts: &[f64],
+    markers: &[(f64, Marker)],
+) -> Vec<Decoding> {
+    let seg = vec![0u32; ts.len()];
+    let mut out = Vec::new();
+    let mut next = 0;
+    for start in (0..ts.len()).step_by(50) {
+        let end = (start + 50).min(ts.len());
+        while next < markers.len() && markers[next].0 <= ts[end - 1] {
+            core.push_marker(markers[next].1.clone());
+            next += 1;
+        }
+        core.push_samples(&rows[start * width..end * width], &ts[start..end], &seg[start..end], &|| 0.0, &mut |d| {
+            out.push(d)
+        });
+    }
+    out
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map(|(i, _)| i).unwrap()
+}
+
+#[test]
+fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
+    // Two sources at once, each with its own service: one 1% fast, one whose sampling
+    // clock is 3000 ppm slow. Chunks are stamped when pushed (as liblsl stamps a
+    // device), markers carry the true onset times, a 20 ms pulse on MEG0113 marks every
+    // onset. Counting model samples at the nominal rate would move the pulse by 1.2 and
+    // 0.36 samples per second; it must stay put for the whole minute.
+    common::init_lsl();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("probe");
+    probe(&model, &["--kind", "raw", "--channels", "MEG0113", "--baseline", "-0.5", "-0.1"]);
+    let seconds = 62.0;
+    let run = |label: &str, true_rate: Option<f64>, drift_ppm: f64| {
+        let name = common::unique(label);
+        let sim = SimulatorConfig {
+            name: name.clone(),
+            source_id: name.clone(),
+            marker_stream: Some(format!("{name}-m")),
+            true_rate,
+            drift_ppm,
+            stamping: Stamping::Push,
+            format: meg_decoder::lsl::ChannelFormat::Double64,
+            onset_pulse: true,
+            noise_level: 0.1,
+            // The next onset falls after the window (-0.5..+1.0 s): one pulse per window.
+            isi_s: 1.2,
+            isi_jitter_s: 0.1,
+            duration_s: Some(seconds),
+            wait_for_consumer_s: 10.0,
+            ..Default::default()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let sim_thread = std::thread::spawn(move || simulate::run(&sim, &s2).unwrap());
+        let mut cfg = Config::default();
+        cfg.model.dir = model.clone();
+        cfg.stream.name = name.clone();
+        cfg.markers.name = format!("{name}-m");
+        cfg.markers.resolve_timeout_s = 10.0;
+        cfg.pipeline.continuous = false;
+        let app = meg_decoder::app::App::start(&cfg, "test").unwrap();
+        let mut sub = app.state.hub.subscribe("test".into());
+        (
+            sim_thread,
+            app,
+            sub_thread(move || {
+                let mut got = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs_f64(seconds + 20.0);
+                while Instant::now() < deadline {
+                    match sub.decodings.try_recv() {
+                        Ok(d) => got.push((*d).clone()),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => panic!("test subscriber lagged"),
+                        Err(_) => break,
+                    }
+                    if got.last().is_some_and(|d: &Decoding| d.window_end > 0.0) && sub_done(&got, seconds) {
+                        break;
+                    }
+                }
+                got
+            }),
+        )
+    };
+    let fast = run("fast", Some(1010.0), 0.0);
+    let slow = run("drift", None, -3000.0);
+    for (label, (sim, app, collector)) in [("1% fast", fast), ("-3000 ppm", slow)] {
+        let report = sim.join().unwrap();
+        let got = collector.join().unwrap();
+        let stats = app.state.streams[0].stats.snapshot();
+        let app_stats = app.state.pipeline.clone();
+        app.shutdown();
+        let locked: Vec<&Decoding> = got.iter().filter(|d| d.mode == DecodeMode::EventLocked).collect();
+        let idx: Vec<usize> = locked.iter().map(|d| argmax(&d.embedding)).collect();
+        let span = locked.last().unwrap().marker.as_ref().unwrap().timestamp
+            - locked.first().unwrap().marker.as_ref().unwrap().timestamp;
+        eprintln!(
+            "{label}: {} of {} markers decoded over {span:.1} s, pulse at window index {:?}..{:?} (gaps {}, resets {})",
+            locked.len(),
+            report.markers,
+            idx.iter().min(),
+            idx.iter().max(),
+            stats.gaps,
+            stats.clock_resets
+        );
+        assert!(span >= 55.0, "{label}: decodings span only {span:.1} s");
+        assert_eq!(app_stats.skipped_total(), app_stats.skipped(SkipReason::TooLate), "{label}: windows skipped");
+        assert!(locked.len() as u64 + 3 >= report.markers, "{label}: {} of {} markers", locked.len(), report.markers);
+        // The onset is at index 60 (0.5 s at 120 Hz); the 20 ms pulse peaks one sample later.
+        let lo = *idx.iter().min().unwrap();
+        let hi = *idx.iter().max().unwrap();
+        assert!(hi - lo <= 2 && (59..=63).contains(&lo) && (59..=63).contains(&hi), "{label}: pulse moved: {idx:?}");
+        assert_eq!((stats.gaps, stats.clock_resets), (0, 0), "{label}: push-stamping jitter taken for gaps");
+    }
+}
+
+fn sub_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(f)
+}
+
+/// The collector stops once decodings cover the whole run.
+fn sub_done(got: &[Decoding], seconds: f64) -> bool {
+    let first = got.iter().find_map(|d| d.marker.as_ref().map(|m| m.timestamp));
+    let last = got.iter().rev().find_map(|d| d.marker.as_ref().map(|m| m.timestamp));
+    matches!((first, last), (Some(a), Some(b)) if b - a > seconds - 3.0)
+}
+
+fn sim_cfg(seed: u64) -> SimulatorConfig {
+    SimulatorConfig { seed, srate: 1000.0, ..Default::default() }
+}
+
+#[test]
+fn dc_offsets_do_not_ring_through_the_filters_or_the_fitted_scaler() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chans = ["MEG0111", "MEG0112", "MEG0113", "MEG1711", "MEG1712"];
+    let mut args = vec!["--kind", "raw", "--highpass", "0.1", "--lowpass", "40", "--scaler", "fit:5", "--channels"];
+    args.extend(chans);
+    let model = probe(&tmp.path().join("p"), &args);
+    let decode = |offset: f32| {
+        let cfg = SimulatorConfig { dc_offset: offset, ..sim_cfg(4) };
+        let (rows, ts, _) = simulate::render(&cfg, 24.0, 30.0).unwrap();
+        let pc = PipelineConfig { hop_s: Some(0.25), ..Default::default() };
+        let mut core = DecoderCore::new(load(&model), None, &simulate::stream_description(&cfg), pc).unwrap();
+        let out = run_core(&mut core, 306, &rows, &ts, &[]);
+        let settling = core.stats().skipped(SkipReason::Settling);
+        (out, settling, rows)
+    };
+    let (clean, settle_clean, _) = decode(0.0);
+    let (offset, settle_offset, rows) = decode(1e-10);
+    assert!(clean.len() > 50, "{} decodings", clean.len());
+    assert_eq!(clean.len(), offset.len());
+    assert_eq!(settle_clean, settle_offset);
+    assert!(settle_clean > 0, "windows inside the settle period must be skipped");
+    let rms = |v: &[f32]| (v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    let mut worst: f64 = 0.0;
+    for (a, b) in clean.iter().zip(&offset) {
+        assert_eq!(a.window_start, b.window_start);
+        let diff: Vec<f32> = a.embedding.iter().zip(&b.embedding).map(|(x, y)| x - y).collect();
+        worst = worst.max(rms(&diff) / rms(&a.embedding));
+    }
+    eprintln!(
+        "offsets of up to 1e-10 T: decoded windows differ from the offset-free run by {worst:.2e} (relative RMS)"
+    );
+    assert!(worst < 1e-3, "the offset leaks into decoded windows: {worst}");
+
+    // The same band-pass started from rest (the old behaviour) still carries the step of
+    // a 1e-10 offset 5 s later, far above the signal: the comparison above would catch it.
+    let mut f = SosFilter::new(butter_bandpass(4, 0.1, 40.0, 1000.0), 1);
+    let mut step = [0.0f32];
+    for _ in 0..5000 {
+        step = [1e-10];
+        f.process_row(&mut step);
+    }
+    let signal: Vec<f32> = rows.iter().step_by(306).map(|v| v - rows[0]).collect();
+    assert!(f64::from(step[0].abs()) > 3.0 * rms(&signal[..5000]), "step {} vs signal {}", step[0], rms(&signal));
+}
+
+/// Markers as a stimulus PC sends them: late by 0-30 ms (deterministic pseudo-jitter).
+fn jittered(markers: &[Marker]) -> Vec<(f64, Marker)> {
+    markers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let late = 0.030 * ((i * 7919 % 97) as f64 / 97.0);
+            let t = m.timestamp + late;
+            (t + 0.005, Marker { timestamp: t, source_timestamp: t, text: m.text.clone() })
+        })
+        .collect()
+}
+
+#[test]
+fn trigger_and_photodiode_onsets_are_sample_exact_and_take_the_markers_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = probe(&tmp.path().join("p"), &["--kind", "raw", "--channels", "MEG0113"]);
+    let cfg = SimulatorConfig {
+        trigger_channel: true,
+        photodiode_channel: true,
+        isi_s: 0.8,
+        world: Some(Arc::new(EvokedWorld::load(&common::repo().join("models/demo")).unwrap())),
+        ..sim_cfg(9)
+    };
+    let (rows, ts, markers) = simulate::render(&cfg, 30.0, 200.0).unwrap();
+    let width = simulate::stream_description(&cfg).channel_count;
+    assert_eq!(width, 308);
+    // The sample at which each stimulus really starts (the simulator's trigger goes up at
+    // the first sample at or after the onset).
+    let onset_time = |m: &Marker| ts[(((m.timestamp - 200.0) * 1000.0) - 1e-6).ceil() as usize];
+    let mut stray = jittered(&markers);
+    stray.push((220.4, Marker { timestamp: 220.35, source_timestamp: 220.35, text: "no_trigger".into() }));
+    stray.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    let decode = |events: EventConfig, input: &[(f64, Marker)]| {
+        let pc = PipelineConfig { hop_s: None, events, ..Default::default() };
+        let mut core = DecoderCore::new(load(&model), None, &simulate::stream_description(&cfg), pc).unwrap();
+        let out = run_core(&mut core, width, &rows, &ts, input);
+        (out, core)
+    };
+    let by_label: HashMap<&str, &Marker> = markers.iter().map(|m| (m.text.as_str(), m)).collect();
+    let check = |out: &[Decoding], tolerance: f64, what: &str| -> f64 {
+        let mut worst: f64 = 0.0;
+        for d in out {
+            let m = d.marker.as_ref().unwrap();
+            let truth = by_label.get(m.text.as_str()).unwrap_or_else(|| panic!("{what}: unknown label {}", m.text));
+            worst = worst.max((m.timestamp - onset_time(truth)).abs());
+        }
+        assert!(worst <= tolerance, "{what}: onset off by {worst} s");
+        worst
+    };
+
+    let trigger = EventConfig { trigger_channel: "STI 014".into(), ..Default::default() };
+    let (out, core) = decode(trigger, &stray);
+    assert!(out.len() + 2 >= markers.len() && out.len() > 25, "{} of {} decoded", out.len(), markers.len());
+    let worst = check(&out, 1e-6, "trigger");
+    let stats = core.stats();
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.onsets_paired.load(ordering), stats.onsets_detected.load(ordering));
+    assert_eq!(stats.markers_unpaired.load(ordering), 1, "the marker without a trigger");
+    eprintln!("trigger: {} onsets, worst error {worst:.2e} s, labels from jittered markers", out.len());
+
+    let photodiode = EventConfig {
+        source: OnsetSource::Photodiode,
+        photodiode_channel: simulate::PHOTODIODE_LABEL.into(),
+        photodiode_threshold: Some(0.5),
+        ..Default::default()
+    };
+    let (out, _) = decode(photodiode, &jittered(&markers));
+    assert!(out.len() > 25);
+    let worst = check(&out, 0.001 + 1e-9, "photodiode");
+    eprintln!("photodiode: {} onsets, worst error {worst:.2e} s", out.len());
+
+    // Markers alone carry the stimulus PC's jitter (the reason to prefer the trigger).
+    let (out, _) = decode(EventConfig::default(), &jittered(&markers));
+    let worst = check(&out, 0.031, "markers");
+    assert!(worst > 0.02, "marker jitter should show: {worst}");
+
+    // Without markers, each trigger is labelled by its code.
+    let trigger = EventConfig { trigger_channel: "STI 014".into(), ..Default::default() };
+    let (out, _) = decode(trigger, &[]);
+    assert!(out.len() > 25 && out.iter().all(|d| d.marker.as_ref().unwrap().text.parse::<u32>().is_ok()));
+}
+
+#[test]
+fn zero_phase_models_get_the_filters_group_delay_compensated() {
+    // The evoked response of the demo world, noise-free: where its peak lands in the
+    // window (relative to the onset) for a model trained on zero-phase data, against
+    // MNE-style offline preprocessing (forward-backward filtering of the whole record).
+    let world = Arc::new(EvokedWorld::load(&common::repo().join("models/demo")).unwrap());
+    let cfg = SimulatorConfig { world: Some(world), noise_level: 0.0, isi_s: 1.6, isi_jitter_s: 0.0, ..sim_cfg(21) };
+    let (rows, ts, markers) = simulate::render(&cfg, 20.0, 10.0).unwrap();
+    let (lo, hi, fs) = (0.1, 40.0, 1000.0);
+    // The channel with the strongest response.
+    let ch = (0..306)
+        .max_by(|&a, &b| {
+            let p = |c: usize| rows.iter().skip(c).step_by(306).map(|v| v.abs()).fold(0.0f32, f32::max);
+            p(a).total_cmp(&p(b))
+        })
+        .unwrap();
+    let label = simulate::stream_description(&cfg).channels[ch].label.clone();
+    // Offline reference: forward-backward filtering (zero phase) at 1000 Hz.
+    let mut x: Vec<f32> = rows.iter().skip(ch).step_by(306).copied().collect();
+    let mut f = SosFilter::new(butter_bandpass(4, lo, hi, fs), 1);
+    f.process(&mut x);
+    x.reverse();
+    let mut f = SosFilter::new(butter_bandpass(4, lo, hi, fs), 1);
+    f.process(&mut x);
+    x.reverse();
+    // The evoked field (average over epochs) offline, and the latency of its peak.
+    let epochs: Vec<&Marker> = markers.iter().filter(|m| m.timestamp > 14.0 && m.timestamp < 28.0).collect();
+    let mut erf = vec![0.0f64; 800];
+    for m in &epochs {
+        let o = ((m.timestamp - 10.0) * fs - 1e-6).ceil() as usize;
+        erf.iter_mut().zip(&x[o..o + 800]).for_each(|(e, v)| *e += f64::from(*v));
+    }
+    let peak = (0..800).max_by(|&a, &b| erf[a].abs().total_cmp(&erf[b].abs())).unwrap();
+    let offline = peak as f64 / fs;
+    let tmp = tempfile::tempdir().unwrap();
+    // The same peak in the average of the windows the service fed the model.
+    let latency = |phase: &str| -> f64 {
+        let dir = tmp.path().join(phase);
+        let model = probe(
+            &dir,
+            &["--kind", "raw", "--highpass", "0.1", "--lowpass", "40", "--filter-phase", phase, "--channels", &label],
+        );
+        let pc = PipelineConfig { hop_s: None, ..Default::default() };
+        let mut core = DecoderCore::new(load(&model), None, &simulate::stream_description(&cfg), pc).unwrap();
+        let input: Vec<(f64, Marker)> = markers.iter().map(|m| (m.timestamp, m.clone())).collect();
+        let out = run_core(&mut core, 306, &rows, &ts, &input);
+        let used: Vec<&Decoding> = out
+            .iter()
+            .filter(|d| d.marker.as_ref().unwrap().timestamp > 14.0 && d.marker.as_ref().unwrap().timestamp < 28.0)
+            .collect();
+        assert_eq!(used.len(), epochs.len());
+        let mut avg = vec![0.0f64; 181];
+        let mut start = 0.0;
+        for d in &used {
+            avg.iter_mut().zip(&d.embedding).for_each(|(a, v)| *a += f64::from(*v));
+            start += d.window_start - d.marker.as_ref().unwrap().timestamp;
+        }
+        start /= used.len() as f64;
+        // The extremum nearest the offline peak (within 60 ms), with the offline sign.
+        let sign = erf[peak].signum();
+        let k = (0..181)
+            .filter(|&k| ((start + k as f64 / 120.0) - offline).abs() <= 0.06)
+            .max_by(|&a, &b| (sign * avg[a]).total_cmp(&(sign * avg[b])))
+            .unwrap();
+        start + k as f64 / 120.0
+    };
+    let zero = latency("zero-phase");
+    let causal = latency("causal");
+    eprintln!(
+        "evoked peak on {label}: offline zero-phase {:.1} ms, service with compensation {:.1} ms, without (causal) {:.1} ms",
+        offline * 1e3,
+        zero * 1e3,
+        causal * 1e3
+    );
+    assert!((zero - offline).abs() <= 1.0 / 120.0 + 1e-9, "compensated peak {zero} vs offline {offline}");
+    assert!(causal - offline > 0.008, "the causal filters' delay should show without compensation");
+}
+
+#[test]
+fn service_preprocessing_matches_the_python_reference_of_the_contract() {
+    // models/contract.py's preprocess() is what a lab trains on; the service must feed the
+    // model the same numbers: random MEG-like data with DC offsets, an off-grid rate
+    // (600.614 Hz, as Elekta/MEGIN), band-pass + notch, steady-state start.
+    let (fs, c, n) = (600.614, 3usize, 6000usize);
+    let mut rng = 17u64;
+    let mut next = || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((rng >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let mut x = vec![0.0f64; n * c];
+    for ch in 0..c {
+        let mut walk = 0.0;
+        for i in 0..n {
+            walk = 0.98 * walk + next();
+            x[i * c + ch] = 1e-12 * (walk + 0.3 * (2.0 * std::f64::consts::PI * 50.0 * i as f64 / fs).sin())
+                + 1e-10 * (ch as f64 + 1.0);
+        }
+    }
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let names = ["A1", "A2", "A3"];
+    let meta: HashMap<String, String> = [
+        ("meg_decoder.contract", "1"),
+        ("name", "ref"),
+        ("sample_rate_hz", "120.0"),
+        ("window_samples", "60"),
+        ("window_start_s", "-0.1"),
+        ("channel_names", r#"["A1", "A2", "A3"]"#),
+        ("baseline_s", "[-0.1, 0.0]"),
+        ("scaler", "none"),
+        ("clamp", "20.0"),
+        ("embedding_space", "x"),
+        ("embedding_dim", "3"),
+        ("highpass_hz", "0.5"),
+        ("lowpass_hz", "40.0"),
+        ("filter_order", "4"),
+        ("notch_hz", "[50.0]"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let contract = ModelContract::from_metadata(&meta).unwrap();
+    let chans: Vec<_> = names
+        .iter()
+        .map(|l| meg_decoder::ingest::ChannelInfoData { label: l.to_string(), kind: "mag".into(), unit: "T".into() })
+        .collect();
+    let map = ChannelMap::new(&contract.channel_names, &chans, ChannelMatching::Exact).unwrap();
+    let mut pre = Preprocessor::new(&contract, map, fs).unwrap();
+    let mut rust: Vec<Vec<f32>> = Vec::new();
+    for i in 0..n {
+        pre.push(&x32[i * c..(i + 1) * c], i as f64 / fs, |s| rust.push(s.row.to_vec()));
+    }
+    // The same through Python (numpy/scipy), from the same float32 values.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("x.f32");
+    std::fs::write(&input, x32.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let meta_json = serde_json::json!({
+        "sample_rate_hz": 120.0, "highpass_hz": 0.5, "lowpass_hz": 40.0, "filter_order": 4, "notch_hz": [50.0],
+    });
+    let script = format!(
+        "import sys, json, numpy as np; sys.path.insert(0, {models:?}); import contract\n\
+         x = np.fromfile({input:?}, dtype='<f4').astype(np.float64).reshape(-1, {c}).T\n\
+         y = contract.preprocess(x, {fs}, json.loads({meta:?}))\n\
+         sys.stdout.write(json.dumps(y.T.tolist()))",
+        models = common::repo().join("models").display().to_string(),
+        input = input.display().to_string(),
+        meta = meta_json.to_string(),
+    );
+    let out = Command::new(python()).args(["-c", &script]).output().expect("python with scipy (make venv)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let py: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rust.len() > 1000 && (rust.len() as i64 - py.len() as i64).abs() <= 1, "{} vs {}", rust.len(), py.len());
+    let (mut err, mut power) = (0.0f64, 0.0f64);
+    for (a, b) in rust.iter().zip(&py) {
+        for (u, v) in a.iter().zip(b) {
+            err = err.max((f64::from(*u) - v).abs());
+            power += v * v;
+        }
+    }
+    let rms = (power / (py.len() * c) as f64).sqrt();
+    eprintln!("service vs contract.py preprocess: max error {:.2e} of RMS {rms:.2e}", err);
+    assert!(err < 1e-4 * rms, "max error {err} vs RMS {rms}");
+}
+
+/// MNE-LSL's PlayerLSL streaming a real recording, looping; the player prints the channel
+/// types and units MNE reads from the file, then serves until killed.
+struct Player {
+    _child: common::Reaper,
+    info: serde_json::Value,
+}
+
+fn play(file: &str, name: &str) -> Player {
+    let (_, cfg) = common::init_lsl();
+    let script = r#"
+import json, sys, time
+import mne
+from mne_lsl.player import PlayerLSL
+fname, name = sys.argv[1], sys.argv[2]
+raw = mne.io.read_raw_fif(fname, verbose="error")
+player = PlayerLSL(fname, chunk_size=16, name=name, source_id=name)
+player.start()
+print(json.dumps({"ch_names": raw.ch_names, "types": raw.get_channel_types(), "sfreq": raw.info["sfreq"],
+                  "first": raw.get_data()[:, 0].tolist()}), flush=True)
+while True:
+    time.sleep(1)
+"#;
+    let path = common::repo().join("../shared/data/real-meg").join(file);
+    let mut child = Command::new(python())
+        .args(["-c", script, path.to_str().unwrap(), name])
+        .env("LSLAPICFG", cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python with mne-lsl (make venv)");
+    // MNE prints progress lines first; the JSON line says the player is streaming.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with('{') {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the player exited before streaming");
+    }
+    let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("player said {line:?}: {e}"));
+    Player { _child: common::Reaper(child), info }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `inspect-stream` sees the player's stream as MNE reads the file, then `serve
+/// --stream-name` (no type: the player's is empty) decodes it with a model made for the
+/// system's channels under the names another site would use.
+fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expect_types: &[(&str, &str)]) {
+    let name = common::unique("real");
+    let player = play(file, &name);
+    let types: Vec<String> = serde_json::from_value(player.info["types"].clone()).unwrap();
+    let labels: Vec<String> = serde_json::from_value(player.info["ch_names"].clone()).unwrap();
+
+    let out = common::bin()
+        .args(["inspect-stream", "--filter", &name, "--json", "--measure", "1", "--wait", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "inspect-stream: {}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["stream"]["kind"], "", "PlayerLSL publishes an empty type");
+    let units = v["channel_units"].as_array().unwrap();
+    assert_eq!(units.len(), labels.len());
+    for (i, u) in units.iter().enumerate() {
+        assert_eq!(u["label"], labels[i].as_str());
+        assert_eq!(u["type"], types[i].as_str(), "{}", labels[i]);
+        assert_eq!(u["to_si"].as_f64().unwrap(), 1.0, "{}: MNE-LSL's unit code '0' is the SI unit", labels[i]);
+    }
+    for (kind, si) in expect_types {
+        let u = units.iter().find(|u| u["type"] == *kind).unwrap_or_else(|| panic!("no {kind} channel"));
+        assert_eq!(u["si_unit"].as_str().unwrap_or(""), *si, "{kind}");
+        assert_eq!(u["brain_sensor"].as_bool().unwrap(), !si.is_empty() && *kind != "ref_meg", "{kind}");
+    }
+    let measured = v["measured"]["rate_hz"].as_f64().unwrap_or(0.0);
+    let sfreq = player.info["sfreq"].as_f64().unwrap();
+    assert!((measured / sfreq - 1.0).abs() < 0.25, "measured {measured} Hz vs {sfreq}");
+
+    // A model for this system's brain channels, named as another site names them.
+    let names: Vec<String> = labels
+        .iter()
+        .zip(&types)
+        .filter(|(_, t)| t.as_str() == "mag" || t.as_str() == "grad")
+        .filter_map(|(l, _)| model_names(l))
+        .take(40)
+        .collect();
+    assert_eq!(names.len(), 40);
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("channels.txt");
+    std::fs::write(&list, names.join("\n")).unwrap();
+    let model = tmp.path().join("model");
+    probe(
+        &model,
+        &[
+            "--kind",
+            "rms",
+            "--channels",
+            "x",
+            "--channels-file",
+            list.to_str().unwrap(),
+            "--window-samples",
+            "60",
+            "--window-start",
+            "-0.1",
+            "--highpass",
+            "1",
+            "--lowpass",
+            "40",
+            "--settle",
+            "0.5",
+        ],
+    );
+    let port = free_port();
+    let serve = common::Reaper(
+        common::bin()
+            .args(["serve", "--stream-name", &name, "--model", model.to_str().unwrap(), "--no-markers"])
+            .args(["--hop", "0.1", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "serve did not start for the real recording");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = common::bin()
+        .args(["client", "--addr", &format!("http://127.0.0.1:{port}"), "--json", "--embedding", "--max-rate", "0"])
+        .args(["--count", "10", "--duration", "20"])
+        .output()
+        .unwrap();
+    drop(serve);
+    drop(player);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(lines.len(), 10, "decodings of {file}: {}", String::from_utf8_lossy(&out.stderr));
+    for d in &lines {
+        let e: Vec<f64> = serde_json::from_value(d["embedding"].clone()).unwrap();
+        assert_eq!(e.len(), 40);
+        // RMS of 1-40 Hz MEG in tesla: femto- to nanotesla, never fT read as T or vice versa.
+        assert!(e.iter().all(|v| v.is_finite() && *v > 1e-16 && *v < 1e-9), "{file}: {e:?}");
+    }
+}
+
+#[test]
+fn real_ctf_recording_played_by_mne_lsl_is_inspected_and_decoded() {
+    // CTF labels carry the system serial (MLC11-2908); the model says MLC11-4408.
+    real_recording(
+        "ctf275_comp_raw.fif",
+        |l| l.rsplit_once('-').map(|(head, _)| format!("{head}-4408")),
+        &[("mag", "T"), ("ref_meg", "T"), ("stim", ""), ("misc", "")],
+    );
+}
+
+#[test]
+fn real_bti_recording_played_by_mne_lsl_is_inspected_and_decoded() {
+    // 4D/BTi labels are 'MEG 001'; the model says 'MEG001'.
+    real_recording("bti4d_248_raw.fif", |l| Some(l.replace(' ', "")), &[("mag", "T"), ("stim", "")]);
+}
