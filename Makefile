@@ -31,12 +31,12 @@ all: build
 native: .stamp-apt
 	@./tools/fetch-native.sh
 
-# Python for the tests' reference readers and the example client (pinned).
+# Python for the example client and the tests' peers: pyxdf, MNE, MNE-LSL, onnx, scipy (pinned).
 venv: $(VENV)/.ok
-$(VENV)/.ok: clients/python/requirements.txt proto/megdecoder/v1/decoder.proto .stamp-apt
+$(VENV)/.ok: clients/python/requirements.txt tests/requirements.txt proto/megdecoder/v1/decoder.proto .stamp-apt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r clients/python/requirements.txt
+	$(PY) -m pip install --quiet -r clients/python/requirements.txt -r tests/requirements.txt
 	$(PY) clients/python/generate_stubs.py
 	@touch $@
 

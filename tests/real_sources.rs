@@ -81,15 +81,15 @@ fn argmax(v: &[f32]) -> usize {
 fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
     // Two sources at once, each with its own service: one 1% fast, one whose sampling
     // clock is 3000 ppm slow. Chunks are stamped when pushed (as liblsl stamps a
-    // device), markers carry the true onset times, a 20 ms pulse on MEG0113 marks every
-    // onset. Counting model samples at the nominal rate would move the pulse by 1.2 and
+    // device), markers carry the true onset times (the drifting source: jittered markers
+    // paired with its trigger channel), a 20 ms pulse on MEG0113 marks every onset. Counting model samples at the nominal rate would move the pulse by 1.2 and
     // 0.36 samples per second; it must stay put for the whole minute.
     common::init_lsl();
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("probe");
     probe(&model, &["--kind", "raw", "--channels", "MEG0113", "--baseline", "-0.5", "-0.1"]);
     let seconds = 62.0;
-    let run = |label: &str, true_rate: Option<f64>, drift_ppm: f64| {
+    let run = |label: &str, true_rate: Option<f64>, drift_ppm: f64, trigger: bool| {
         let name = common::unique(label);
         let sim = SimulatorConfig {
             name: name.clone(),
@@ -100,6 +100,8 @@ fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
             stamping: Stamping::Push,
             format: meg_decoder::lsl::ChannelFormat::Double64,
             onset_pulse: true,
+            trigger_channel: trigger,
+            marker_jitter_s: if trigger { 0.02 } else { 0.0 },
             noise_level: 0.1,
             // The next onset falls after the window (-0.5..+1.0 s): one pulse per window.
             isi_s: 1.2,
@@ -117,6 +119,9 @@ fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
         cfg.markers.name = format!("{name}-m");
         cfg.markers.resolve_timeout_s = 10.0;
         cfg.pipeline.continuous = false;
+        if trigger {
+            cfg.events.trigger_channel = simulate::TRIGGER_LABEL.into();
+        }
         let app = meg_decoder::app::App::start(&cfg, "test").unwrap();
         let mut sub = app.state.hub.subscribe("test".into());
         (
@@ -142,8 +147,10 @@ fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
             }),
         )
     };
-    let fast = run("fast", Some(1010.0), 0.0);
-    let slow = run("drift", None, -3000.0);
+    // The fast source's onsets come from its markers; the drifting one's from its trigger
+    // channel, labelled by markers that jitter by up to 20 ms.
+    let fast = run("fast", Some(1010.0), 0.0, false);
+    let slow = run("drift", None, -3000.0, true);
     for (label, (sim, app, collector)) in [("1% fast", fast), ("-3000 ppm", slow)] {
         let report = sim.join().unwrap();
         let got = collector.join().unwrap();
@@ -171,6 +178,10 @@ fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
         let hi = *idx.iter().max().unwrap();
         assert!(hi - lo <= 2 && (59..=63).contains(&lo) && (59..=63).contains(&hi), "{label}: pulse moved: {idx:?}");
         assert_eq!((stats.gaps, stats.clock_resets), (0, 0), "{label}: push-stamping jitter taken for gaps");
+        assert!(
+            locked.iter().all(|d| d.marker.as_ref().unwrap().text.starts_with("stim_")),
+            "{label}: every onset labelled by its marker"
+        );
     }
 }
 
@@ -641,4 +652,117 @@ fn real_ctf_recording_played_by_mne_lsl_is_inspected_and_decoded() {
 fn real_bti_recording_played_by_mne_lsl_is_inspected_and_decoded() {
     // 4D/BTi labels are 'MEG 001'; the model says 'MEG001'.
     real_recording("bti4d_248_raw.fif", |l| Some(l.replace(' ', "")), &[("mag", "T"), ("stim", "")]);
+}
+
+#[test]
+fn the_fitted_clock_agrees_with_liblsl_dejitter() {
+    // liblsl's own inlet post-processing (clocksync + dejitter) is the field's reference
+    // for smoothing chunk-stamped timestamps. A source 1% fast, pushed in chunks stamped
+    // at push time, read by two inlets: one raw (fitted by the service's SampleClock),
+    // one dejittered by liblsl; a counter channel pairs their samples.
+    common::init_lsl();
+    let name = common::unique("dejitter");
+    let sim = SimulatorConfig {
+        name: name.clone(),
+        source_id: name.clone(),
+        layout: simulate::LayoutKind::Ctf272,
+        counter_channel: true,
+        true_rate: Some(1010.0),
+        stamping: Stamping::Push,
+        duration_s: Some(25.0),
+        wait_for_consumer_s: 10.0,
+        ..Default::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let sim_thread = std::thread::spawn(move || simulate::run(&sim, &s2).unwrap());
+    let info = meg_decoder::lsl::resolve_bypred(&format!("name='{name}'"), 10.0).unwrap().remove(0);
+    let open = |dejitter: bool| {
+        let mut inlet = meg_decoder::lsl::Inlet::open(&info, 60, false).unwrap();
+        if dejitter {
+            inlet.set_dejitter().unwrap();
+        }
+        inlet.open_stream(5.0).unwrap();
+        inlet
+    };
+    let (mut raw, mut smooth) = (open(false), open(true));
+    let c = 272;
+    let mut clock = meg_decoder::dsp::SampleClock::new(1000.0);
+    let mut first_counter: Option<f64> = None;
+    let mut ours: HashMap<u64, f64> = HashMap::new();
+    let mut theirs: HashMap<u64, f64> = HashMap::new();
+    let (mut data, mut ts) = (vec![0.0f32; 512 * c], vec![0.0f64; 512]);
+    let start = Instant::now();
+    'pull: while start.elapsed() < Duration::from_secs(40) && !sim_thread.is_finished() {
+        for (dejittered, inlet) in [(false, &mut raw), (true, &mut smooth)] {
+            // The outlet goes away when the simulator ends.
+            let Ok(n) = inlet.pull_chunk(&mut data, &mut ts, 0.0) else { break 'pull };
+            for i in 0..n {
+                let counter = f64::from(data[i * c]);
+                if dejittered {
+                    theirs.insert(counter as u64, ts[i]);
+                } else {
+                    let base = *first_counter.get_or_insert(counter);
+                    assert_eq!(counter - base, clock.samples() as f64, "raw inlet lost a sample");
+                    clock.push(ts[i]);
+                    ours.insert(counter as u64, clock.at((counter - base) as f64));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sim_thread.join().unwrap();
+    // From 10 s on (liblsl's regression needs a few seconds of history), the two clocks
+    // agree sample by sample.
+    let (mut worst, mut n) = (0.0f64, 0);
+    for (k, t) in &ours {
+        if *k >= 10_100 {
+            if let Some(u) = theirs.get(k) {
+                worst = worst.max((t - u).abs());
+                n += 1;
+            }
+        }
+    }
+    eprintln!("fitted clock vs liblsl dejitter over {n} samples: worst difference {:.3} ms", worst * 1e3);
+    assert!(n > 10_000, "{n} samples compared");
+    assert!(worst < 0.002, "the fitted clock and liblsl's dejitter differ by {worst} s");
+    assert!((clock.rate() - 1010.0).abs() < 1.0, "fitted rate {}", clock.rate());
+}
+
+#[test]
+fn channel_names_units_and_types_as_real_systems_write_them() {
+    use meg_decoder::ingest::ChannelInfoData;
+    use meg_decoder::pipeline::{normalize_channel_name, unit_to_si, MappingError};
+    let ch = |label: &str, kind: &str, unit: &str| ChannelInfoData {
+        label: label.into(),
+        kind: kind.into(),
+        unit: unit.into(),
+    };
+    // CTF serials, spaces and case; MNE-LSL's power-of-ten unit codes and MNE's names.
+    assert_eq!(normalize_channel_name("MLC11-2908"), "MLC11");
+    assert_eq!(normalize_channel_name("MEG 0113"), "MEG0113");
+    assert_eq!(normalize_channel_name("BG1-2908"), "BG1");
+    assert_eq!(normalize_channel_name("EEG-1"), "EEG-1");
+    for (unit, si) in [("0", 1.0), ("-15", 1e-15), ("fT", 1e-15), ("fT/cm", 1e-13), ("T/m", 1.0), ("uV", 1e-6)] {
+        assert!((f64::from(unit_to_si(unit)) / si - 1.0).abs() < 1e-6, "{unit}");
+    }
+    let stream = [
+        ch("MLC11-2908", "mag", "0"),
+        ch("MLC12-2908", "mag", "-15"),
+        ch("BG1-2908", "ref_meg", "0"),
+        ch("UPPT001", "stim", "0"),
+    ];
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let map = ChannelMap::new(&names(&["MLC12-4408", "MLC11"]), &stream, ChannelMatching::Normalized).unwrap();
+    assert_eq!(map.stream_index, vec![1, 0]);
+    assert_eq!(map.to_si, vec![1e-15, 1.0]);
+    assert_eq!(map.renamed.len(), 2);
+    let err = ChannelMap::new(&names(&["MLC11"]), &stream, ChannelMatching::Exact).unwrap_err();
+    assert!(matches!(err, MappingError::MissingChannels { .. }), "{err}");
+    // A reference or trigger channel is never taken for a brain sensor: by a normalized
+    // name it is not a match; by its exact name it is an error that says why.
+    let err = ChannelMap::new(&names(&["BG1"]), &stream, ChannelMatching::Normalized).unwrap_err();
+    assert!(matches!(err, MappingError::MissingChannels { .. }), "{err}");
+    let err = ChannelMap::new(&names(&["UPPT001"]), &stream, ChannelMatching::Normalized).unwrap_err().to_string();
+    assert!(err.contains("UPPT001") && err.contains("stim") && err.contains("not a brain sensor"), "{err}");
 }

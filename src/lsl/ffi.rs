@@ -25,6 +25,8 @@ pub const LSL_ARGUMENT_ERROR: i32 = -3;
 
 /// `lsl_processing_options_t::proc_clocksync`.
 pub const PROC_CLOCKSYNC: u32 = 1;
+pub const PROC_DEJITTER: u32 = 2;
+pub const PROC_MONOTONIZE: u32 = 4;
 
 macro_rules! lsl_api {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? ; )*) => {

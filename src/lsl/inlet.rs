@@ -91,6 +91,17 @@ impl Inlet {
         check_ec(ec, "lsl_set_postprocessing", 0.0)
     }
 
+    /// Turns on liblsl's clock synchronisation and dejittering (a running regression of
+    /// timestamps on sample index, 90 s half-time) and monotonic timestamps. The service
+    /// fits its own clock per segment instead (liblsl's dejitter assumes no sample is ever
+    /// lost, so it would smear a gap); tests use this as the reference to agree with.
+    pub fn set_dejitter(&mut self) -> Result<(), LslError> {
+        let flags = ffi::PROC_CLOCKSYNC | ffi::PROC_DEJITTER | ffi::PROC_MONOTONIZE;
+        // SAFETY: `self.ptr` is live; the flags are documented constants.
+        let ec = unsafe { (self.api.lsl_set_postprocessing)(self.ptr, flags) };
+        check_ec(ec, "lsl_set_postprocessing", 0.0)
+    }
+
     /// Whether the source's clock was reset since the last call (e.g. it restarted).
     pub fn was_clock_reset(&mut self) -> bool {
         // SAFETY: `self.ptr` is live.

@@ -155,8 +155,15 @@ impl DecoderCore {
             )));
         }
         let map = ChannelMap::new(&contract.channel_names, &stream.channels, config.channel_matching)?;
-        for (model, label) in &map.renamed {
-            tracing::info!("channel {model} <- stream channel '{label}' (normalized name match)");
+        if !map.renamed.is_empty() {
+            let shown: Vec<String> = map.renamed.iter().take(6).map(|(m, l)| format!("{m} <- '{l}'")).collect();
+            tracing::info!(
+                "{} of {} model channels matched by normalized name: {}{}",
+                map.renamed.len(),
+                contract.channel_names.len(),
+                shown.join(", "),
+                if map.renamed.len() > shown.len() { ", ..." } else { "" }
+            );
         }
         let onsets = OnsetDetector::from_config(&config.events, &stream.channels)?;
         if let Some(d) = &onsets {
