@@ -705,7 +705,7 @@ fn the_fitted_clock_agrees_with_liblsl_dejitter() {
                     let base = *first_counter.get_or_insert(counter);
                     assert_eq!(counter - base, clock.samples() as f64, "raw inlet lost a sample");
                     clock.push(ts[i]);
-                    ours.insert(counter as u64, clock.at((counter - base) as f64));
+                    ours.insert(counter as u64, clock.at(counter - base));
                 }
             }
         }

@@ -108,6 +108,27 @@ pub fn render(s: &DecoderState) -> String {
     metric(&mut o, "megdecoder_windows_skipped_total", "counter", "Windows not decoded, by reason.", &skipped);
     metric(
         &mut o,
+        "megdecoder_onsets_detected_total",
+        "counter",
+        "Stimulus onsets found on the trigger or photodiode channel.",
+        &[(String::new(), s.pipeline.onsets_detected.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        &mut o,
+        "megdecoder_onsets_paired_total",
+        "counter",
+        "Trigger/photodiode onsets labelled by a marker.",
+        &[(String::new(), s.pipeline.onsets_paired.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        &mut o,
+        "megdecoder_markers_unpaired_total",
+        "counter",
+        "Markers no trigger/photodiode onset claimed (not decoded).",
+        &[(String::new(), s.pipeline.markers_unpaired.load(Ordering::Relaxed) as f64)],
+    );
+    metric(
+        &mut o,
         "megdecoder_pipeline_overruns_total",
         "counter",
         "Times the pipeline fell behind the ring buffer and skipped ahead.",
