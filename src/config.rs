@@ -289,8 +289,46 @@ impl Config {
                 format!("{} has no encoder.onnx (does the directory exist?)", self.model.dir.display()),
             );
         }
-        if self.pipeline.continuous && (self.pipeline.hop_s.is_nan() || self.pipeline.hop_s <= 0.0) {
-            return bad("pipeline.hop_s", format!("must be > 0, got {}", self.pipeline.hop_s));
+        let range = |key: &'static str, v: f64, lo: f64, hi: f64, unit: &str| -> Result<(), ConfigError> {
+            if v.is_finite() && (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    path: origin.into(),
+                    key,
+                    why: format!("must be {lo}..{hi} {unit}, got {v}"),
+                })
+            }
+        };
+        let count = |key: &'static str, v: usize, lo: usize, hi: usize| -> Result<(), ConfigError> {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid { path: origin.into(), key, why: format!("must be {lo}..{hi}, got {v}") })
+            }
+        };
+        range("stream.resolve_timeout_s", self.stream.resolve_timeout_s, 0.0, 3600.0, "seconds")?;
+        range("stream.ring_seconds", self.stream.ring_seconds, 1.0, 600.0, "seconds")?;
+        count("stream.channels", self.stream.channels, 0, 100_000)?;
+        range("markers.resolve_timeout_s", self.markers.resolve_timeout_s, 0.0, 3600.0, "seconds")?;
+        count("model.intra_threads", self.model.intra_threads, 1, 256)?;
+        if !(0..=100_000).contains(&self.model.subject) {
+            return bad("model.subject", format!("must be 0..100000, got {}", self.model.subject));
+        }
+        if self.pipeline.continuous {
+            range("pipeline.hop_s", self.pipeline.hop_s, 0.001, 60.0, "seconds")?;
+        }
+        range("pipeline.buffer_s", self.pipeline.buffer_s, 1.0, 600.0, "seconds")?;
+        count("pipeline.max_batch", self.pipeline.max_batch, 1, 256)?;
+        count("pipeline.top_k", self.pipeline.top_k, 0, 1000)?;
+        count("server.hub_capacity", self.server.hub_capacity, 1, 1_000_000)?;
+        if let Some(n) = &self.preprocessing.notch_hz {
+            if n.len() > 16 {
+                return bad("preprocessing.notch_hz", format!("at most 16 frequencies, got {}", n.len()));
+            }
+            for &f in n {
+                range("preprocessing.notch_hz", f, 1e-3, 1e5, "Hz")?;
+            }
         }
         if !self.pipeline.continuous && !self.pipeline.event_locked {
             return bad("pipeline", "both continuous and event_locked are off: nothing would be decoded".into());
@@ -300,9 +338,6 @@ impl Config {
                 "stream.ring_seconds",
                 format!("must be at least pipeline.buffer_s ({})", self.pipeline.buffer_s),
             );
-        }
-        if self.server.hub_capacity == 0 {
-            return bad("server.hub_capacity", "must be at least 1".into());
         }
         if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty() {
             return bad("server.tls_cert", "TLS needs both tls_cert and tls_key".into());

@@ -197,6 +197,8 @@ async fn bad_requests_are_invalid_argument_and_disconnects_free_at_once() {
     let mut c = client(s.addr).await;
     for (req, words) in [
         (proto::SubscribeRequest { max_rate_hz: -1.0, ..Default::default() }, "max_rate_hz"),
+        (proto::SubscribeRequest { max_rate_hz: 1e-300, ..Default::default() }, "max_rate_hz"),
+        (proto::SubscribeRequest { max_rate_hz: f64::NAN, ..Default::default() }, "max_rate_hz"),
         (proto::SubscribeRequest { image_format: 7, ..Default::default() }, "image_format"),
         (proto::SubscribeRequest { image_size: 5000, ..Default::default() }, "image_size"),
     ] {

@@ -20,6 +20,9 @@ use super::{IngestError, IngestEvent, StreamDescription, StreamQuery};
 use crate::lsl::{self, Inlet, PullError};
 use crate::worker::{StopFlag, StoppableThread};
 
+/// Largest ring buffer the service allocates (8 GiB of samples).
+const MAX_RING_BYTES: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
+
 /// How to find and hold a MEG stream.
 #[derive(Debug, Clone)]
 pub struct AcquisitionConfig {
@@ -66,10 +69,20 @@ impl MegAcquisition {
         let description = StreamDescription::from_info(&info);
         check_expectations(&cfg, &description)?;
         let srate = description.nominal_srate;
-        if srate <= 0.0 {
+        if !(srate > 0.0 && srate.is_finite()) {
             return Err(IngestError::IrregularRate { name: description.name.clone() });
         }
-        let capacity = ((cfg.ring_seconds * srate).ceil() as usize).max(1024);
+        let samples = (cfg.ring_seconds * srate).ceil();
+        let bytes = samples * description.channel_count as f64 * 4.0;
+        if !bytes.is_finite() || bytes > MAX_RING_BYTES {
+            return Err(IngestError::RingTooLarge {
+                name: description.name.chars().take(64).collect(),
+                seconds: cfg.ring_seconds,
+                rate: srate,
+                channels: description.channel_count,
+            });
+        }
+        let capacity = (samples as usize).max(1024);
         let (writer, ring) = RingBuffer::new(description.channel_count, capacity);
         let stats = Arc::new(StreamStats::default());
         let (tx, events) = crossbeam_channel::bounded(4096);

@@ -165,6 +165,8 @@ pub enum IngestError {
     ChannelNames { name: String, missing: Vec<String>, found: usize, expected: usize },
     #[error("stream '{name}' has an irregular rate (0 Hz); a MEG stream needs a nominal rate")]
     IrregularRate { name: String },
+    #[error("a {seconds} s ring buffer of stream '{name}' ({channels} channels at {rate} Hz) would exceed 8 GiB; lower stream.ring_seconds or check the stream's announced rate and channel count")]
+    RingTooLarge { name: String, seconds: f64, rate: f64, channels: usize },
     #[error("could not start the acquisition thread: {0}")]
     Thread(String),
 }

@@ -88,6 +88,9 @@ impl Gallery {
 
     /// The `k` most similar images, best first. `scores` is caller-owned scratch (len N).
     pub fn top_k(&self, query: &[f32], k: usize, scores: &mut [f32]) -> Vec<Hit> {
+        if k == 0 {
+            return Vec::new();
+        }
         self.scores(query, scores);
         let mut best: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
         for (i, &s) in scores.iter().enumerate() {

@@ -70,6 +70,32 @@ impl Default for PipelineConfig {
     }
 }
 
+impl PipelineConfig {
+    /// Every value in its range (also for settings read back from a recording).
+    pub fn check(&self) -> Result<(), PipelineError> {
+        let bad = |what: String| Err(PipelineError::Config(what));
+        if self.hop_s.is_some_and(|h| !h.is_finite() || !(0.001..=60.0).contains(&h)) {
+            return bad(format!("hop must be 0.001..60 seconds, got {:?}", self.hop_s));
+        }
+        if !self.buffer_s.is_finite() || !(1.0..=600.0).contains(&self.buffer_s) {
+            return bad(format!("buffer_s must be 1..600 seconds (and hold a window plus 1 s), got {}", self.buffer_s));
+        }
+        if !(1..=256).contains(&self.max_batch) {
+            return bad(format!("max_batch must be 1..256 windows, got {}", self.max_batch));
+        }
+        if self.top_k > 1000 {
+            return bad(format!("top_k must be 0..1000 gallery hits (0 = no retrieval), got {}", self.top_k));
+        }
+        if self.settle_s.is_some_and(|s| !s.is_finite() || !(0.0..=600.0).contains(&s)) {
+            return bad(format!("settle_s must be 0..600 seconds, got {:?}", self.settle_s));
+        }
+        if self.notch_override.as_ref().is_some_and(|n| n.len() > 16) {
+            return bad("at most 16 notch frequencies".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -140,11 +166,13 @@ impl DecoderCore {
                 });
             }
         }
-        if config.hop_s.is_some_and(|h| h <= 0.0 || !h.is_finite()) {
-            return Err(PipelineError::Config(format!(
-                "hop must be a positive number of seconds, got {:?}",
-                config.hop_s
-            )));
+        config.check()?;
+        if let Some(n) = &config.notch_override {
+            if let Some(bad) = n.iter().find(|f| !f.is_finite() || **f <= 0.0) {
+                return Err(PipelineError::Config(format!(
+                    "notch frequency {bad} Hz: need a positive, finite frequency"
+                )));
+            }
         }
         if config.buffer_s < contract.window_s() + 1.0 {
             return Err(PipelineError::Config(format!(

@@ -82,9 +82,9 @@ fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Dec
 }
 
 fn validate(r: &proto::SubscribeRequest) -> Result<(), Status> {
-    if !r.max_rate_hz.is_finite() || r.max_rate_hz < 0.0 {
+    if !r.max_rate_hz.is_finite() || r.max_rate_hz < 0.0 || (r.max_rate_hz > 0.0 && r.max_rate_hz < 1e-3) {
         return Err(Status::invalid_argument(format!(
-            "max_rate_hz must be >= 0 (0 = no limit), got {}",
+            "max_rate_hz must be 0 (no limit) or between 0.001 and 1e6 decodings per second, got {:e}",
             r.max_rate_hz
         )));
     }
@@ -122,7 +122,8 @@ impl proto::decoder_server::Decoder for DecoderService {
             (false, false) => (true, true),
             other => other,
         };
-        let min_gap = (req.max_rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / req.max_rate_hz));
+        let min_gap =
+            (req.max_rate_hz > 0.0 && req.max_rate_hz < 1e6).then(|| Duration::from_secs_f64(1.0 / req.max_rate_hz));
         let sub = self.state.hub.subscribe(peer);
         let hub = self.state.hub.clone();
         // The stream reads the subscriber's broadcast receiver directly: no task or queue
