@@ -212,14 +212,38 @@ pub async fn run(
         Some(task)
     };
     let opts = crate::server::ServeOptions { listen: cfg.server.listen, token, tls };
-    let (addr, server) = crate::server::serve(app.state.clone(), opts, shutdown).await?;
+    // On the signal: end every subscriber stream first (with a final status), then let
+    // tonic finish; whatever a client does, stop waiting after the shutdown timeout.
+    let hub = app.state.hub.clone();
+    let (fired_tx, mut fired) = tokio::sync::watch::channel(None::<std::time::Instant>);
+    let signal = async move {
+        shutdown.await;
+        let n = hub.close();
+        tracing::info!("shutdown requested: ending {n} subscriber stream(s)");
+        let _ = fired_tx.send(Some(std::time::Instant::now()));
+    };
+    let (addr, server) = crate::server::serve(app.state.clone(), opts, signal).await?;
     tracing::info!("gRPC on {addr} (megdecoder.v1.Decoder, health, reflection)");
-    let res = server.await;
-    tracing::info!("shutting down");
+    let limit = std::time::Duration::from_secs_f64(cfg.server.shutdown_timeout_s);
+    let res = tokio::select! {
+        r = server => r,
+        _ = async {
+            let _ = fired.wait_for(Option::is_some).await;
+            tokio::time::sleep(limit).await;
+        } => {
+            tracing::warn!("gRPC connections still open {:.1} s after the shutdown signal; closing them", limit.as_secs_f64());
+            Ok(())
+        }
+    };
+    let since = *fired.borrow();
+    tracing::info!("shutting down: stopping threads, closing the recording");
     if let Some(m) = metrics {
         m.abort();
     }
     tokio::task::block_in_place(|| app.shutdown());
+    if let Some(t) = since {
+        tracing::info!("shutdown complete {:.2} s after the signal", t.elapsed().as_secs_f64());
+    }
     res.map_err(Into::into)
 }
 

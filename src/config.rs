@@ -101,6 +101,9 @@ pub struct ServerSection {
     pub tls_key: PathBuf,
     /// How many decodings a subscriber may fall behind before it misses some.
     pub hub_capacity: usize,
+    /// Seconds after SIGTERM/SIGINT before open gRPC connections are cut (streams are
+    /// ended at once; this bounds clients that do not hang up).
+    pub shutdown_timeout_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +181,7 @@ impl Default for ServerSection {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             hub_capacity: 1024,
+            shutdown_timeout_s: 3.0,
         }
     }
 }
@@ -322,6 +326,7 @@ impl Config {
         count("pipeline.max_batch", self.pipeline.max_batch, 1, 256)?;
         count("pipeline.top_k", self.pipeline.top_k, 0, 1000)?;
         count("server.hub_capacity", self.server.hub_capacity, 1, 1_000_000)?;
+        range("server.shutdown_timeout_s", self.server.shutdown_timeout_s, 0.0, 60.0, "seconds")?;
         if let Some(n) = &self.preprocessing.notch_hz {
             if n.len() > 16 {
                 return bad("preprocessing.notch_hz", format!("at most 16 frequencies, got {}", n.len()));

@@ -467,3 +467,67 @@ fn replay_plays_a_recording_back_as_live_streams() {
     let markers: Vec<String> = mrx.try_iter().map(|m| m.text).collect();
     assert!(markers.ends_with(&["img_0003".to_string()]) && !markers.is_empty(), "{markers:?}");
 }
+
+#[test]
+fn sigterm_with_subscribers_and_a_recording_stops_cleanly_within_the_timeout() {
+    // Three subscribers (two console clients reading, one grpcio client that stopped
+    // reading), a session being recorded; SIGTERM: serve exits 0 within the 3 s shutdown
+    // timeout, every client's stream ends, the file has its footers and loads in pyxdf.
+    common::init_lsl();
+    let name = common::unique("term");
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, mut serve, listen) = simulate_and_record(&name, dir.path(), "T1", "1.0", &[]);
+    let addr = format!("http://{listen}");
+    let mut readers: Vec<common::Reaper> = (0..2)
+        .map(|_| {
+            common::Reaper(
+                common::bin()
+                    .args(["client", "--addr", &addr, "--json", "--max-rate", "0"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let stalled = format!(
+        "import sys, time, grpc\nsys.path.insert(0, {generated:?})\n\
+         from megdecoder.v1 import decoder_pb2 as pb, decoder_pb2_grpc as rpc\n\
+         it = rpc.DecoderStub(grpc.insecure_channel({listen:?})).Subscribe(pb.SubscribeRequest(include_embedding=True))\n\
+         next(it)\nprint('subscribed', flush=True)\ntime.sleep(60)\n",
+        generated = common::repo().join("clients/python/generated").display().to_string(),
+    );
+    let mut stalled = common::Reaper(
+        Command::new(python()).args(["-c", &stalled]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stalled.0.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let _ = Command::new("kill").arg("-TERM").arg(serve.0.id().to_string()).status();
+    let status = loop {
+        if let Some(s) = serve.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "serve still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t.elapsed();
+    eprintln!("serve exited {status} {:.2} s after SIGTERM", took.as_secs_f64());
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_millis(3800), "took {took:?}");
+    for r in &mut readers {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while r.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "a client's stream did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let files = xdf_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let v = pyxdf(&files[0]);
+    let meg = stream(&v, "MEG");
+    assert!(meg["n"].as_u64().unwrap() > 2000);
+    assert_eq!(meg["footer_count"].as_u64(), meg["n"].as_u64(), "footer written at the clean stop");
+}

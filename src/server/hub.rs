@@ -28,6 +28,8 @@ pub struct SubscriberStats {
 
 pub struct Hub {
     decodings: broadcast::Sender<Arc<Decoding>>,
+    /// Turns true when the service shuts down: every subscriber stream ends.
+    closing: watch::Sender<bool>,
     images: watch::Sender<Option<GeneratedImage>>,
     subscribers: Mutex<BTreeMap<u64, Arc<SubscriberStats>>>,
     next_id: AtomicU64,
@@ -40,6 +42,8 @@ pub struct Hub {
 /// client that disconnects frees its place at once).
 pub struct Subscription {
     pub decodings: broadcast::Receiver<Arc<Decoding>>,
+    /// True once the service is shutting down.
+    pub closing: watch::Receiver<bool>,
     pub images: watch::Receiver<Option<GeneratedImage>>,
     pub stats: Arc<SubscriberStats>,
     hub: Arc<Hub>,
@@ -56,8 +60,10 @@ impl Hub {
     pub fn new(capacity: usize) -> Arc<Self> {
         let (decodings, _) = broadcast::channel(capacity.max(1));
         let (images, _) = watch::channel(None);
+        let (closing, _) = watch::channel(false);
         Arc::new(Self {
             decodings,
+            closing,
             images,
             subscribers: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
@@ -89,7 +95,19 @@ impl Hub {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stats.clone());
         let mut images = self.images.subscribe();
         images.mark_unchanged();
-        Subscription { decodings: self.decodings.subscribe(), images, stats, hub: self.clone() }
+        Subscription {
+            decodings: self.decodings.subscribe(),
+            closing: self.closing.subscribe(),
+            images,
+            stats,
+            hub: self.clone(),
+        }
+    }
+
+    /// Ends every subscriber stream (shutdown); returns how many were connected.
+    pub fn close(&self) -> usize {
+        self.closing.send_replace(true);
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn subscribers(&self) -> Vec<Arc<SubscriberStats>> {

@@ -128,12 +128,25 @@ impl proto::decoder_server::Decoder for DecoderService {
         let hub = self.state.hub.clone();
         // The stream reads the subscriber's broadcast receiver directly: no task or queue
         // in between. Dropping it (the client went away) drops the subscription at once.
-        let state = (sub, req, 0u64, None::<Instant>);
-        let stream = futures_util::stream::unfold(state, move |(mut sub, req, mut missed, mut last_cont)| {
+        let state = (sub, req, 0u64, None::<Instant>, false);
+        let stream = futures_util::stream::unfold(state, move |(mut sub, req, mut missed, mut last_cont, ended)| {
             let hub = hub.clone();
             async move {
+                if ended {
+                    return None;
+                }
                 loop {
-                    let d = match sub.decodings.recv().await {
+                    let next = tokio::select! {
+                        biased;
+                        _ = sub.closing.wait_for(|closing| *closing) => None,
+                        d = sub.decodings.recv() => Some(d),
+                    };
+                    let Some(next) = next else {
+                        // Shutdown: a final status, so the client knows why the stream ended.
+                        let status = Status::unavailable("meg-decoder is shutting down; reconnect when it is back");
+                        return Some((Err(status), (sub, req, missed, last_cont, true)));
+                    };
+                    let d = match next {
                         Ok(d) => d,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             missed += n;
@@ -163,7 +176,7 @@ impl proto::decoder_server::Decoder for DecoderService {
                         }
                     }
                     sub.stats.sent.fetch_add(1, Ordering::Relaxed);
-                    return Some((Ok(msg), (sub, req, 0, last_cont)));
+                    return Some((Ok(msg), (sub, req, 0, last_cont, false)));
                 }
             }
         });
