@@ -167,8 +167,19 @@ impl App {
             gallery,
             images_generated,
             recorder: recorder.clone().map(|r| r as Arc<dyn crate::record::RecorderControl>),
+            failure: Default::default(),
         });
         Ok(Self { state, pipeline, recorder, acquisition, markers })
+    }
+
+    /// The failure slots of every long-lived thread (acquisition, markers, pipeline,
+    /// generator, recorder).
+    pub fn failures(&self) -> Vec<crate::worker::Failure> {
+        let mut v = vec![self.acquisition.failure()];
+        v.extend(self.markers.as_ref().map(MarkerAcquisition::failure));
+        v.extend(self.pipeline.failures());
+        v.extend(self.recorder.as_ref().map(|r| r.failure()));
+        v
     }
 
     /// Stops the threads in order: inputs first, then the pipeline, then the recorder.
@@ -216,8 +227,39 @@ pub async fn run(
     // tonic finish; whatever a client does, stop waiting after the shutdown timeout.
     let hub = app.state.hub.clone();
     let (fired_tx, mut fired) = tokio::sync::watch::channel(None::<std::time::Instant>);
+    // A thread that dies makes the service unhealthy at once (health, GetStatus) and, unless
+    // configured to keep serving degraded, stops it with an error (exit status 1).
+    let slots = app.failures();
+    let state = app.state.clone();
+    let exit_on_failure = cfg.server.on_thread_failure == crate::config::OnThreadFailure::Exit;
+    let died = async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Some(why) = slots.iter().find_map(|f| f.get()) {
+                state.failure.set(why.clone());
+                tracing::error!("the service is failing: {why}");
+                if exit_on_failure {
+                    return why;
+                }
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let (died_tx, died_rx) = tokio::sync::oneshot::channel::<String>();
+    let monitor = tokio::spawn(async move {
+        let _ = died_tx.send(died.await);
+    });
+    let fatal = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let fatal2 = fatal.clone();
     let signal = async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => {}
+            why = died_rx => {
+                if let Ok(why) = why {
+                    *fatal2.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                }
+            }
+        }
         let n = hub.close();
         tracing::info!("shutdown requested: ending {n} subscriber stream(s)");
         let _ = fired_tx.send(Some(std::time::Instant::now()));
@@ -240,9 +282,13 @@ pub async fn run(
     if let Some(m) = metrics {
         m.abort();
     }
+    monitor.abort();
     tokio::task::block_in_place(|| app.shutdown());
     if let Some(t) = since {
         tracing::info!("shutdown complete {:.2} s after the signal", t.elapsed().as_secs_f64());
+    }
+    if let Some(why) = fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!("{why}; stopped so that the supervisor (systemd, Kubernetes) restarts the service (server.on_thread_failure = \"degraded\" keeps it running unhealthy instead)");
     }
     res.map_err(Into::into)
 }

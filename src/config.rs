@@ -104,6 +104,17 @@ pub struct ServerSection {
     /// Seconds after SIGTERM/SIGINT before open gRPC connections are cut (streams are
     /// ended at once; this bounds clients that do not hang up).
     pub shutdown_timeout_s: f64,
+    /// When a thread of the service dies: `exit` (non-zero, so systemd/Kubernetes restart
+    /// it) or `degraded` (keep serving, health NOT_SERVING, the error in GetStatus).
+    pub on_thread_failure: OnThreadFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnThreadFailure {
+    #[default]
+    Exit,
+    Degraded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +193,7 @@ impl Default for ServerSection {
             tls_key: PathBuf::new(),
             hub_capacity: 1024,
             shutdown_timeout_s: 3.0,
+            on_thread_failure: OnThreadFailure::Exit,
         }
     }
 }

@@ -31,6 +31,7 @@ async fn start(capacity: usize, token: Option<&str>, tls: Option<TlsFiles>) -> S
         gallery: Some(Arc::new(gallery)),
         images_generated: Arc::new(AtomicU64::new(0)),
         recorder: None,
+        failure: Default::default(),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), token: token.map(String::from), tls };

@@ -106,6 +106,11 @@ impl MegAcquisition {
     pub fn stop(&mut self) {
         self.thread.stop();
     }
+
+    /// Why the acquisition thread died, if it did.
+    pub fn failure(&self) -> crate::worker::Failure {
+        self.thread.failure()
+    }
 }
 
 /// Resolves `query` and opens an inlet with the full description (channel metadata).

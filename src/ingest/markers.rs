@@ -68,6 +68,11 @@ impl MarkerAcquisition {
         Ok(Self { description, stats, thread })
     }
 
+    /// Why the marker thread died, if it did.
+    pub fn failure(&self) -> crate::worker::Failure {
+        self.thread.failure()
+    }
+
     pub fn stop(&mut self) {
         self.thread.stop();
     }

@@ -88,6 +88,11 @@ impl ImageWorker {
         self.slot.1.notify_all();
         self.thread.stop();
     }
+
+    /// Why the generator thread died, if it did.
+    pub fn failure(&self) -> crate::worker::Failure {
+        self.thread.failure()
+    }
 }
 
 /// The decoding thread: follows the ring buffer from its current head, feeds the
@@ -95,6 +100,7 @@ impl ImageWorker {
 pub struct LivePipeline {
     pub stats: Arc<PipelineStats>,
     thread: StoppableThread,
+    generator: Option<crate::worker::Failure>,
 }
 
 impl LivePipeline {
@@ -108,6 +114,7 @@ impl LivePipeline {
     ) -> Self {
         let stats = core.stats().clone();
         let stats2 = stats.clone();
+        let generator = images.as_ref().map(ImageWorker::failure);
         let thread = StoppableThread::spawn("pipeline".into(), move |stop| {
             let images = images;
             let chunk = 512usize;
@@ -162,10 +169,15 @@ impl LivePipeline {
             }
         })
         .expect("spawn pipeline thread");
-        Self { stats, thread }
+        Self { stats, thread, generator }
     }
 
     pub fn stop(&mut self) {
         self.thread.stop();
+    }
+
+    /// Why the pipeline thread or the generator thread died, if one did.
+    pub fn failures(&self) -> Vec<crate::worker::Failure> {
+        std::iter::once(self.thread.failure()).chain(self.generator.clone()).collect()
     }
 }

@@ -44,6 +44,7 @@ pub struct Recorder {
     dir: PathBuf,
     commands: Sender<Command>,
     state: Arc<Mutex<RecordingState>>,
+    failure: crate::worker::Failure,
 }
 
 /// One decoding as stored in the decodings stream (a JSON string per sample).
@@ -90,15 +91,30 @@ impl Recorder {
         let (tx, rx) = crossbeam_channel::unbounded();
         let state = Arc::new(Mutex::new(RecordingState::default()));
         let (dir2, state2) = (dir.clone(), state.clone());
+        let failure = crate::worker::Failure::default();
+        let fail = failure.clone();
         std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || run(dir2, sources, rx, state2))
+            .spawn(move || {
+                let fault = crate::worker::Fault::for_thread("recorder");
+                let body = std::panic::AssertUnwindSafe(|| run(dir2, sources, rx, state2, fault));
+                if let Err(p) = std::panic::catch_unwind(body) {
+                    let why = format!("thread 'recorder' panicked: {}", crate::worker::panic_message(p.as_ref()));
+                    tracing::error!("{why}");
+                    fail.set(why);
+                }
+            })
             .map_err(|e| RecordError::Io(e.to_string()))?;
-        Ok(Arc::new(Self { dir, commands: tx, state }))
+        Ok(Arc::new(Self { dir, commands: tx, state, failure }))
     }
 
     pub fn dir(&self) -> &PathBuf {
         &self.dir
+    }
+
+    /// Why the recorder thread died, if it did.
+    pub fn failure(&self) -> crate::worker::Failure {
+        self.failure.clone()
     }
 
     /// Starts recording from ring sample `from` (None = now).
@@ -131,7 +147,13 @@ fn set_state(state: &Mutex<RecordingState>, f: impl FnOnce(&mut RecordingState))
     f(&mut state.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-fn run(dir: PathBuf, src: RecorderSources, commands: Receiver<Command>, state: Arc<Mutex<RecordingState>>) {
+fn run(
+    dir: PathBuf,
+    src: RecorderSources,
+    commands: Receiver<Command>,
+    state: Arc<Mutex<RecordingState>>,
+    fault: crate::worker::Fault,
+) {
     let c = src.ring.channels();
     let chunk = 1024usize;
     let mut data = vec![0.0f32; chunk * c];
@@ -139,6 +161,7 @@ fn run(dir: PathBuf, src: RecorderSources, commands: Receiver<Command>, state: A
     let mut strings: Vec<(f64, String)> = Vec::new();
     let mut active: Option<Active> = None;
     loop {
+        fault.check();
         match commands.recv_timeout(Duration::from_millis(50)) {
             Ok(Command::Start(labels, from, reply)) => {
                 let res = if let Some(a) = &active {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
 
 use super::auth::BearerAuth;
 use super::proto::decoder_server::DecoderServer;
@@ -62,6 +63,22 @@ pub async fn serve(
     }
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<DecoderServer<DecoderService>>().await;
+    // Health follows the service: NOT_SERVING while a thread has died or the MEG source is
+    // gone, for both the decoder service and the server as a whole ("").
+    let watched = state.clone();
+    let health_task = tokio::spawn(async move {
+        let mut serving = true;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let now = watched.healthy();
+            if now != serving {
+                serving = now;
+                let status = if now { ServingStatus::Serving } else { ServingStatus::NotServing };
+                health_reporter.set_service_status("", status).await;
+                health_reporter.set_service_status("megdecoder.v1.Decoder", status).await;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -71,7 +88,12 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = builder.add_service(health).add_service(reflection).add_service(decoder);
     let fut = async move {
-        router.serve_with_incoming_shutdown(incoming, shutdown).await.map_err(|e| ServerError::Transport(e.to_string()))
+        let res = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| ServerError::Transport(e.to_string()));
+        health_task.abort();
+        res
     };
     Ok((addr, fut))
 }

@@ -45,6 +45,16 @@ pub struct DecoderState {
     pub gallery: Option<Arc<Gallery>>,
     pub images_generated: Arc<AtomicU64>,
     pub recorder: Option<Arc<dyn RecorderControl>>,
+    /// Why a long-lived thread of the service died (health NOT_SERVING, GetStatus error).
+    pub failure: crate::worker::Failure,
+}
+
+impl DecoderState {
+    /// Whether the service does its job now: no thread has died and the MEG stream (the
+    /// first stream) delivers data.
+    pub fn healthy(&self) -> bool {
+        self.failure.get().is_none() && self.streams.first().is_none_or(|h| h.stats.snapshot().connected)
+    }
 }
 
 pub struct DecoderService {
@@ -231,6 +241,7 @@ impl proto::decoder_server::Decoder for DecoderService {
             })
             .collect();
         Ok(Response::new(proto::Status {
+            error: s.failure.get().unwrap_or_default(),
             streams,
             model: Some(proto::ModelStatus {
                 name: s.model.name.clone(),
