@@ -94,6 +94,7 @@ fn main() {
             gallery: None,
             images_generated: Arc::new(AtomicU64::new(0)),
             recorder: None,
+            failure: Default::default(),
         });
         let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), token: None, tls: None };
         let (addr, fut) = serve(state.clone(), opts, std::future::pending()).await.unwrap();
