@@ -534,6 +534,24 @@ while True:
     Player { _child: common::Reaper(child), info }
 }
 
+/// The one XDF file below `dir`.
+fn walk_xdf(dir: &Path) -> PathBuf {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "xdf") {
+                found.push(p);
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -606,10 +624,13 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
         ],
     );
     let port = free_port();
-    let serve = common::Reaper(
+    let rec = tmp.path().join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let mut serve = common::Reaper(
         common::bin()
             .args(["serve", "--stream-name", &name, "--model", model.to_str().unwrap(), "--no-markers"])
             .args(["--hop", "0.1", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--record-dir", rec.to_str().unwrap(), "--record"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -625,8 +646,6 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
         .args(["--count", "10", "--duration", "20"])
         .output()
         .unwrap();
-    drop(serve);
-    drop(player);
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert_eq!(lines.len(), 10, "decodings of {file}: {}", String::from_utf8_lossy(&out.stderr));
@@ -636,6 +655,40 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
         // RMS of 1-40 Hz MEG in tesla: femto- to nanotesla, never fT read as T or vice versa.
         assert!(e.iter().all(|v| v.is_finite() && *v > 1e-16 && *v < 1e-9), "{file}: {e:?}");
     }
+    let _ = Command::new("kill").arg("-TERM").arg(serve.0.id().to_string()).status();
+    let _ = serve.0.wait();
+    drop(player);
+    // The session file holds the recording's own values (as float32, which the header
+    // says), in the player's loop order.
+    let xdf = walk_xdf(&rec);
+    let check = r#"
+import json, sys
+import numpy as np, pyxdf, mne
+streams, _ = pyxdf.load_xdf(sys.argv[1], synchronize_clocks=False, dejitter_timestamps=False)
+s = [s for s in streams if s["info"]["name"][0] == sys.argv[3]][0]
+x = np.asarray(s["time_series"], dtype=np.float64)
+raw = mne.io.read_raw_fif(sys.argv[2], verbose="error")
+d = raw.get_data().T.astype(np.float32).astype(np.float64)
+n = len(d)
+start = [j for j in range(n) if np.array_equal(d[j], x[0])]
+ok = len(start) == 1
+if ok:
+    idx = (start[0] + np.arange(len(x))) % n
+    err = np.abs(x - d[idx]).max()
+else:
+    err = float("nan")
+print(json.dumps({"n": len(x), "aligned": ok, "max_abs_error": float(err), "labels_match": [c["label"][0] for c in s["info"]["desc"][0]["channels"][0]["channel"]] == raw.ch_names}))
+"#;
+    let path = common::repo().join("../shared/data/real-meg").join(file);
+    let out = Command::new(python())
+        .args(["-c", check, xdf.to_str().unwrap(), path.to_str().unwrap(), &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("{file} recorded while decoding: {v}");
+    assert!(v["n"].as_u64().unwrap() > 200 && v["aligned"] == true && v["labels_match"] == true, "{v}");
+    assert_eq!(v["max_abs_error"].as_f64().unwrap(), 0.0, "recorded values differ from the file's (as float32)");
 }
 
 #[test]

@@ -531,3 +531,115 @@ fn sigterm_with_subscribers_and_a_recording_stops_cleanly_within_the_timeout() {
     assert!(meg["n"].as_u64().unwrap() > 2000);
     assert_eq!(meg["footer_count"].as_u64(), meg["n"].as_u64(), "footer written at the clean stop");
 }
+
+/// A source written with MNE-LSL's own outlet (not our code), pushing known values in
+/// `dtype` at 1000 Hz for `seconds`; channel 0 counts samples.
+const PEER_SOURCE: &str = r#"
+import sys, time
+import numpy as np
+from mne_lsl.lsl import StreamInfo, StreamOutlet, local_clock
+name, dtype, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+c, fs = 8, 1000.0
+info = StreamInfo(name, "MEG", c, fs, dtype, name)
+info.set_channel_names(["COUNT"] + [f"MEG{i:03d}" for i in range(1, c)])
+info.set_channel_types(["misc"] + ["mag"] * (c - 1))
+info.set_channel_units(["0"] * c)
+out = StreamOutlet(info, chunk_size=10)
+out.wait_for_consumers(10)
+def values(n0, n):
+    i = np.arange(n0, n0 + n)[:, None]
+    ch = np.arange(c)[None, :]
+    if dtype == "int16":
+        v = ((i * 7 + ch * 1301) % 30000) - 15000
+    else:
+        v = 1e-12 * np.sin(0.01 * i * (ch + 1)) + 1e-13 * ch + 1e-15 * (i % 97)
+    v[:, 0] = i[:, 0]
+    return v.astype(dtype)
+t0, n = local_clock(), 0
+print("ready", flush=True)
+while n < seconds * fs:
+    due = t0 + (n + 10) / fs
+    time.sleep(max(0.0, due - local_clock()))
+    out.push_chunk(values(n, 10))
+    n += 10
+time.sleep(1.0)
+"#;
+
+/// Loads `xdf` with pyxdf and compares the MEG stream to what PEER_SOURCE pushed.
+const PEER_CHECK: &str = r#"
+import json, sys
+import numpy as np, pyxdf
+path, dtype = sys.argv[1], sys.argv[2]
+streams, _ = pyxdf.load_xdf(path, synchronize_clocks=False, dejitter_timestamps=False)
+s = [s for s in streams if s["info"]["type"][0] == "MEG"][0]
+x = np.asarray(s["time_series"], dtype=np.float64)
+i = x[:, 0].astype(np.int64)[:, None]
+c = x.shape[1]
+ch = np.arange(c)[None, :]
+if dtype == "int16":
+    want = (((i * 7 + ch * 1301) % 30000) - 15000).astype(np.float64)
+else:
+    want = 1e-12 * np.sin(0.01 * i * (ch + 1)) + 1e-13 * ch + 1e-15 * (i % 97)
+want[:, 0] = i[:, 0]
+err = np.abs(x[:, 1:] - want[:, 1:])
+rel = (err / np.maximum(np.abs(want[:, 1:]), 1e-30)).max()
+print(json.dumps({"n": int(len(x)), "contiguous": bool((np.diff(i[:, 0]) == 1).all()),
+                  "format": s["info"]["channel_format"][0],
+                  "source_format": s["info"].get("source_channel_format", [""])[0],
+                  "exact": bool((err == 0).all()), "max_rel": float(rel)}))
+"#;
+
+#[test]
+fn int16_and_float64_sources_from_mne_lsl_are_recorded_as_pushed() {
+    common::init_lsl();
+    let (_, lsl_cfg) = common::init_lsl();
+    for dtype in ["int16", "float64"] {
+        let name = common::unique(&format!("fmt-{dtype}"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = common::Reaper(
+            Command::new(python())
+                .args(["-c", PEER_SOURCE, &name, dtype, "6"])
+                .env("LSLAPICFG", lsl_cfg)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(src.0.stdout.take().unwrap()), &mut line).unwrap();
+        // A model for these channels, so `serve` runs as a lab would run it on this source.
+        let model = dir.path().join("model");
+        let out = Command::new(python())
+            .arg(common::repo().join("models/probe_model.py"))
+            .arg(&model)
+            .args(["--kind", "rms", "--channels", "MEG001", "MEG002", "--window-samples", "30", "--window-start", "0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut serve = common::Reaper(
+            common::bin()
+                .args(["serve", "--stream-name", &name, "--model", model.to_str().unwrap(), "--no-markers"])
+                .args(["--listen", &listen, "--record-dir", dir.path().to_str().unwrap(), "--record"])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let _ = src.0.wait();
+        unsafe_free_sigterm(&mut serve.0);
+        let path = xdf_files(dir.path()).pop().unwrap();
+        let out = Command::new(python()).args(["-c", PEER_CHECK, path.to_str().unwrap(), dtype]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!("{dtype} source recorded: {v}");
+        assert!(v["n"].as_u64().unwrap() > 3000 && v["contiguous"] == true, "{v}");
+        // The header says what the file holds (float32) and what the source sent.
+        assert_eq!(v["format"], "float32");
+        assert_eq!(v["source_format"], if dtype == "int16" { "int16" } else { "double64" });
+        if dtype == "int16" {
+            assert_eq!(v["exact"], true, "int16 values must come back exactly: {v}");
+        } else {
+            // float32 keeps 24 bits of mantissa: within 6e-8 of the pushed doubles.
+            assert!(v["max_rel"].as_f64().unwrap() <= 2f64.powi(-24), "{v}");
+        }
+    }
+}
