@@ -288,6 +288,12 @@ impl Config {
                 return bad(key, format!("must be 0..10 seconds, got {v}"));
             }
         }
+        if ev.trigger_mask == 0 {
+            return bad("events.trigger_mask", "0 hides every trigger code; use e.g. 255 for the low byte".into());
+        }
+        if ev.photodiode_threshold.is_some_and(|t| !t.is_finite() || t.abs() > 1e30) {
+            return bad("events.photodiode_threshold", "must be a finite level in the channel's units".into());
+        }
         if ev.source == crate::pipeline::OnsetSource::Trigger && ev.trigger_channel.is_empty() {
             return bad("events.trigger_channel", "events.source = trigger needs the trigger channel's label".into());
         }

@@ -818,4 +818,15 @@ fn channel_names_units_and_types_as_real_systems_write_them() {
     assert!(matches!(err, MappingError::MissingChannels { .. }), "{err}");
     let err = ChannelMap::new(&names(&["UPPT001"]), &stream, ChannelMatching::Normalized).unwrap_err().to_string();
     assert!(err.contains("UPPT001") && err.contains("stim") && err.contains("not a brain sensor"), "{err}");
+    // Two sensors that only differ by serial: ambiguous, and said so.
+    let two = [ch("MLC11-2908", "mag", "T"), ch("MLC11-4408", "mag", "T")];
+    let err = ChannelMap::new(&names(&["MLC11"]), &two, ChannelMatching::Normalized).unwrap_err().to_string();
+    assert!(err.contains("several") && err.contains("MLC11-2908") && err.contains("MLC11-4408"), "{err}");
+    // Units nobody defined are not guessed.
+    for unknown in ["FT", "Gauss", "1", "1e-15", "furlongs"] {
+        assert_eq!(meg_decoder::pipeline::unit_factor(unknown), None, "{unknown}");
+    }
+    for (unit, si) in [("nanotesla", 1e-9), ("n/a", 1.0), ("", 1.0), ("pT", 1e-12)] {
+        assert!((f64::from(meg_decoder::pipeline::unit_factor(unit).unwrap()) / si - 1.0).abs() < 1e-6, "{unit}");
+    }
 }

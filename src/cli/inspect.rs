@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use meg_decoder::ingest::StreamDescription;
 use meg_decoder::lsl::{self, Inlet};
-use meg_decoder::pipeline::{is_brain_type, si_unit_of_type, unit_to_si};
+use meg_decoder::pipeline::{is_brain_type, si_unit_of_type, unit_factor};
 
 #[derive(Args, Debug)]
 pub struct InspectStreamArgs {
@@ -66,7 +66,7 @@ pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
                     "type": c.kind,
                     "unit": c.unit,
                     "si_unit": si_unit_of_type(&c.kind),
-                    "to_si": unit_to_si(&c.unit),
+                    "to_si": unit_factor(&c.unit),
                     "brain_sensor": is_brain_type(&c.kind),
                 })
             })
@@ -92,9 +92,10 @@ pub fn run(a: InspectStreamArgs) -> anyhow::Result<()> {
         }
         if a.channels {
             for (i, c) in desc.channels.iter().enumerate() {
-                let si = match si_unit_of_type(&c.kind) {
-                    Some(base) => format!("= {} {base}", unit_to_si(&c.unit)),
-                    None => String::new(),
+                let si = match (unit_factor(&c.unit), si_unit_of_type(&c.kind)) {
+                    (None, _) => "unknown unit: taken as SI".to_string(),
+                    (Some(f), Some(base)) => format!("= {f} {base}"),
+                    (Some(_), None) => String::new(),
                 };
                 println!("  {i:4} {:<14} {:<8} {:<6} {si}", c.label, c.kind, c.unit);
             }
@@ -108,17 +109,25 @@ fn measure(inlet: &mut Inlet, d: &StreamDescription, seconds: f64) -> Option<Mea
     let mut data = vec![0f32; 4096 * c];
     let mut ts = vec![0f64; 4096];
     let offset = inlet.time_correction(2.0).ok()?;
-    let (mut n, mut first, mut last) = (0u64, None, 0.0);
+    // The rate from the stream's own timestamps (samples per second of stamped time, after
+    // the first chunk, which holds whatever liblsl had buffered), not from arrival times.
+    let (mut n, mut first, mut last) = (0u64, None::<f64>, 0.0);
     let start = Instant::now();
+    let mut chunks = 0;
     while start.elapsed() < Duration::from_secs_f64(seconds) {
         let got = inlet.pull_chunk(&mut data, &mut ts, 0.1).ok()?;
         if got > 0 {
-            first.get_or_insert(Instant::now());
-            n += got as u64;
+            chunks += 1;
+            if chunks > 1 {
+                if first.is_none() {
+                    first = Some(last);
+                }
+                n += got as u64;
+            }
             last = ts[got - 1];
         }
     }
-    let span = first?.elapsed().as_secs_f64();
+    let span = last - first?;
     Some(Measured {
         samples: n,
         rate_hz: n as f64 / span.max(1e-6),

@@ -20,6 +20,9 @@ use super::{IngestError, IngestEvent, StreamDescription, StreamQuery};
 use crate::lsl::{self, Inlet, PullError};
 use crate::worker::{StopFlag, StoppableThread};
 
+/// A change of the LSL clock offset larger than this opens a new segment.
+const OFFSET_STEP_S: f64 = 0.005;
+
 /// Largest ring buffer the service allocates (8 GiB of samples).
 const MAX_RING_BYTES: f64 = 8.0 * 1024.0 * 1024.0 * 1024.0;
 
@@ -215,14 +218,7 @@ impl Acquirer {
             };
             let now = Instant::now();
             if got == 0 {
-                if !held.1.is_empty() && now.duration_since(last_data) > Duration::from_millis(200) {
-                    // Nothing came after the late samples: they start a new segment.
-                    if let Some(d) = gaps.flush() {
-                        self.discontinuity(d, &mut segment, 0);
-                    }
-                    self.push_held(&mut held, offset, segment);
-                }
-                if !lost && now.duration_since(last_data) > self.stall {
+                if !lost && gaps.last().is_some() && now.duration_since(last_data) > self.stall {
                     lost = true;
                     StreamStats::add(&self.stats.source_losses, 1);
                     self.stats.connected.store(false, Ordering::Relaxed);
@@ -236,9 +232,17 @@ impl Acquirer {
                 StreamStats::add(&self.stats.reconnects, 1);
                 self.stats.connected.store(true, Ordering::Relaxed);
                 self.emit(IngestEvent::Reconnected);
+                // The outage is not the source's rate: measure afresh.
+                rate_window = (now, 0);
+                rate_windows = 0;
             }
             if self.inlet.was_clock_reset() || now.duration_since(last_correction) > Duration::from_secs(5) {
                 if let Ok(o) = self.inlet.time_correction(0.5) {
+                    if (o - offset).abs() > OFFSET_STEP_S && self.stats.samples.load(Ordering::Relaxed) > 0 {
+                        // The clocks were stepped (e.g. NTP on either PC): the local times
+                        // of what follows do not continue what came before.
+                        self.discontinuity(Discontinuity::ClockReset { step_s: o - offset }, &mut segment, 0);
+                    }
                     offset = o;
                     self.stats.set_clock_offset(o);
                 }
@@ -294,6 +298,12 @@ impl Acquirer {
                 rate_window = (now, 0);
             }
         }
+        // Samples still held when the thread stops end the stream as a segment of their own
+        // (as `GapDetector::segment_all` ends a recording).
+        if let Some(d) = gaps.flush() {
+            self.discontinuity(d, &mut segment, 0);
+        }
+        self.push_held(&mut held, offset, segment);
         self.stats.connected.store(false, Ordering::Relaxed);
     }
 

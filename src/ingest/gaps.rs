@@ -8,12 +8,15 @@
 //! push from lost samples by looking ahead:
 //!
 //! - a sample later than the fit by more than the tolerance (1.5 sample periods, or 6x the
-//!   measured jitter where larger) is *held*; if the samples after it come back to the
-//!   line (a push that was late, then caught up), the held samples are accepted; if they
-//!   are still late [`CONFIRM_S`] of samples later, samples were lost: a gap of
-//!   `round(lateness * rate)` samples before the first held one;
-//! - a sample earlier than the fit by more than [`RESET_S`] is a clock reset (smaller
-//!   early deviations are jitter).
+//!   jitter of the samples that were on time, where larger) is *held*; if the samples
+//!   after it come back to the line (a push that stalled, then caught up), the held
+//!   samples are accepted; if they are still late [`CONFIRM_S`] of samples later, samples
+//!   were lost: a gap of `round(lateness * rate)` samples before the first held one;
+//! - a sample earlier than the fit by more than the tolerance and [`RESET_S`] is a clock
+//!   reset.
+//!
+//! Held samples never widen the tolerance (they are the outliers the tolerance is for), so
+//! a source that stalls now and then still has its real losses found.
 //!
 //! The decision depends only on the sequence of timestamps, never on how they were
 //! chunked, so `replay` segments a recording exactly as the live acquisition did.
@@ -45,10 +48,11 @@ pub enum Step {
 const PRIOR_JITTER_S: f64 = 0.001;
 /// Half-life (seconds) of the jitter estimate.
 const JITTER_HALF_LIFE_S: f64 = 5.0;
-/// Seconds of samples after a late one that decide between a late push and a gap.
-pub const CONFIRM_S: f64 = 0.1;
-/// A sample must be this much earlier than the fit to be a clock reset.
-pub const RESET_S: f64 = 0.25;
+/// Seconds of samples after a late one that decide between a late push and a gap: a
+/// source that stalls this long and then catches up has lost nothing.
+pub const CONFIRM_S: f64 = 1.0;
+/// A sample must be at least this much earlier than the fit to be a clock reset.
+pub const RESET_S: f64 = 0.02;
 
 #[derive(Debug, Clone)]
 pub struct GapDetector {
@@ -102,9 +106,11 @@ impl GapDetector {
         (1.5 * self.period).max(6.0 * self.jitter2.sqrt())
     }
 
-    fn accept(&mut self, t: f64, dev: f64) {
+    /// Adds an accepted sample to the fit; samples that were on time (`on_time`) also
+    /// update the jitter estimate.
+    fn accept(&mut self, t: f64, dev: f64, on_time: bool) {
         if let Some(clock) = self.clock.as_mut() {
-            if clock.samples() > 1 {
+            if on_time && clock.samples() > 1 {
                 self.jitter2 = self.lambda * self.jitter2 + (1.0 - self.lambda) * dev * dev;
             }
             clock.push(t);
@@ -130,7 +136,7 @@ impl GapDetector {
             return Step::Accept;
         };
         if clock.samples() == 0 && self.held.is_empty() {
-            self.accept(t, 0.0);
+            self.accept(t, 0.0, true);
             return Step::Accept;
         }
         // Deviation from the fit, at this sample's index (after any held samples).
@@ -138,26 +144,25 @@ impl GapDetector {
         if !self.held.is_empty() {
             if dev <= tol {
                 // Back on the line: the held samples were a late push.
-                let mut held = std::mem::take(&mut self.held);
-                for &h in &held {
+                // They continue the line; the fit takes them where the line puts them (their
+                // late stamps would pull it late).
+                let n = self.held.len();
+                self.held.clear();
+                for _ in 0..n {
                     let c = self.clock.as_ref().expect("regular stream");
-                    let d = h - c.at(c.samples() as f64);
-                    self.accept(h, d);
+                    let on_line = c.at(c.samples() as f64);
+                    self.accept(on_line, 0.0, false);
                 }
-                held.clear();
-                self.held = held;
-                self.accept(t, dev);
+                self.accept(t, dev, false);
                 return Step::Release(None);
             }
             self.held.push(t);
             if self.held.len() > self.confirm {
                 // Still late after CONFIRM_S of samples: they were lost.
-                let late = self.held_late;
-                let step = self.held[0] - self.last.unwrap_or(self.held[0]);
+                let missing = ((self.held_late / self.period).round() as u64).max(1);
                 self.restart_with_held();
                 self.last = Some(t);
-                let missing = ((late / self.period).round() as u64).max(1);
-                return Step::Release(Some(Discontinuity::Gap { missing, seconds: step - self.period }));
+                return Step::Release(Some(Discontinuity::Gap { missing, seconds: missing as f64 * self.period }));
             }
             return Step::Hold;
         }
@@ -174,22 +179,21 @@ impl GapDetector {
             self.held.push(t);
             return Step::Hold;
         }
-        self.accept(t, dev);
+        self.accept(t, dev, true);
         Step::Accept
     }
 
-    /// The source went away while samples were held: they start a new segment (what
-    /// follows them cannot be known).
+    /// The stream ends while samples are held: they start a new segment (what would
+    /// have followed them cannot be known).
     pub fn flush(&mut self) -> Option<Discontinuity> {
         if self.held.is_empty() {
             return None;
         }
-        let late = self.held_late;
-        let step = self.held[0] - self.last.unwrap_or(self.held[0]);
+        let missing = ((self.held_late / self.period).round() as u64).max(1);
         let last = *self.held.last().expect("not empty");
         self.restart_with_held();
         self.last = Some(last);
-        Some(Discontinuity::Gap { missing: ((late / self.period).round() as u64).max(1), seconds: step - self.period })
+        Some(Discontinuity::Gap { missing, seconds: missing as f64 * self.period })
     }
 
     /// Segments a whole record as the live acquisition does (one number per sample).
@@ -257,7 +261,7 @@ mod tests {
     #[test]
     fn finds_gap_with_its_length() {
         let mut ts: Vec<f64> = (0..10).map(|i| i as f64 / 1000.0).collect();
-        ts.extend((47..400).map(|i| i as f64 / 1000.0));
+        ts.extend((47..1500).map(|i| i as f64 / 1000.0));
         let (found, seg) = run(1000.0, &ts);
         assert_eq!(found.len(), 1);
         assert!(matches!(found[0], Discontinuity::Gap { missing: 37, .. }), "{found:?}");
@@ -295,5 +299,50 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(matches!(found[0], Discontinuity::Gap { missing, .. } if (195..=205).contains(&missing)), "{found:?}");
         assert!(seg[..20_000].iter().all(|&s| s == 0) && seg[20_000..].iter().all(|&s| s == 1));
+    }
+
+    /// Chunks of 10 at 1 kHz, each stamped at its push (earlier samples back-dated);
+    /// a chunk produced during a stall `(start, seconds)` is pushed when the stall ends;
+    /// `lost` samples are really lost before chunk `at` (`(at, samples)`).
+    fn stalling(stalls: &[(f64, f64)], lost: &[(u64, u64)]) -> Vec<f64> {
+        let mut ts = Vec::new();
+        let mut skipped = 0u64;
+        for c in 0..4000u64 {
+            skipped += lost.iter().filter(|(at, _)| *at == c).map(|(_, n)| n).sum::<u64>();
+            let produced = (c * 10 + 9 + skipped) as f64 / 1000.0;
+            let push = stalls.iter().find(|(s, d)| produced >= *s && produced < s + d).map_or(produced, |(s, d)| s + d);
+            ts.extend((0..10).map(|k| 20.0 + push - (9 - k) as f64 / 1000.0));
+        }
+        ts
+    }
+
+    #[test]
+    fn a_stall_that_catches_up_is_no_gap_and_does_not_hide_real_losses() {
+        // One 150 ms stall: everything arrives, nothing is a gap.
+        let (found, seg) = run(1000.0, &stalling(&[(12.0, 0.15)], &[]));
+        assert!(found.is_empty(), "{found:?}");
+        assert!(seg.iter().all(|&s| s == 0));
+        // Stalls of 30-80 ms every 1.5 s, and 40 and 20 samples really lost: both gaps
+        // found with their lengths.
+        let stalls: Vec<(f64, f64)> =
+            (1..26).map(|k| (k as f64 * 1.5, 0.03 + 0.05 * ((k * 7 % 10) as f64 / 10.0))).collect();
+        let (found, _) = run(1000.0, &stalling(&stalls, &[(1020, 40), (2520, 20)]));
+        let missing: Vec<u64> = found
+            .iter()
+            .map(|d| match d {
+                Discontinuity::Gap { missing, .. } => *missing,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(missing, vec![40, 20]);
+    }
+
+    #[test]
+    fn a_small_backward_step_is_a_clock_reset() {
+        let mut ts: Vec<f64> = (0..2000).map(|i| 100.0 + i as f64 / 1000.0).collect();
+        ts.extend((2000..4000).map(|i| 100.0 - 0.05 + i as f64 / 1000.0));
+        let (found, seg) = run(1000.0, &ts);
+        assert!(matches!(found[..], [Discontinuity::ClockReset { .. }]), "{found:?}");
+        assert_eq!(seg[2000], 1);
     }
 }

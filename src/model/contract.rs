@@ -183,11 +183,11 @@ impl ModelContract {
             (1.0, 30.0)
         };
         let settle_s: Option<f64> = opt(m, "settle_s")?;
-        if settle_s.is_some_and(|s| !(0.0..=600.0).contains(&s)) {
+        if let Some(s) = settle_s.filter(|s| !(0.0..=600.0).contains(s)) {
             return Err(ContractError::Invalid {
                 key: "settle_s",
-                value: format!("{settle_s:?}"),
-                why: "need seconds between 0 and 600".into(),
+                value: s.to_string(),
+                why: "need 0..600 seconds".into(),
             });
         }
         let c = Self {
@@ -212,6 +212,48 @@ impl ModelContract {
             embedding_dim: parse(m, "embedding_dim")?,
             subjects: opt(m, "subjects")?.unwrap_or(1),
         };
+        for (key, v) in [("highpass_hz", c.highpass_hz), ("lowpass_hz", c.lowpass_hz)] {
+            if let Some(f) = v.filter(|f| !f.is_finite() || *f <= 0.0) {
+                return Err(ContractError::Invalid {
+                    key,
+                    value: f.to_string(),
+                    why: "need a positive frequency".into(),
+                });
+            }
+        }
+        if let (Some(lo), Some(hi)) = (c.highpass_hz, c.lowpass_hz) {
+            if lo >= hi {
+                return Err(ContractError::Invalid {
+                    key: "highpass_hz",
+                    value: format!("{lo} (lowpass_hz {hi})"),
+                    why: "the high-pass edge must be below the low-pass edge".into(),
+                });
+            }
+        }
+        if (c.highpass_hz.is_some() || c.lowpass_hz.is_some()) && !(1..=10).contains(&c.filter_order) {
+            return Err(ContractError::Invalid {
+                key: "filter_order",
+                value: c.filter_order.to_string(),
+                why: "need a Butterworth order of 1..10".into(),
+            });
+        }
+        if let Some(f) = c.notch_hz.iter().find(|f| !f.is_finite() || **f <= 0.0) {
+            return Err(ContractError::Invalid {
+                key: "notch_hz",
+                value: f.to_string(),
+                why: "need positive frequencies".into(),
+            });
+        }
+        if !(c.sample_rate.is_finite() && c.sample_rate <= 1e5)
+            || c.window_samples > 1_000_000
+            || c.embedding_dim > 1_000_000
+        {
+            return Err(ContractError::Invalid {
+                key: "sample_rate_hz",
+                value: format!("{} Hz, {} samples, dim {}", c.sample_rate, c.window_samples, c.embedding_dim),
+                why: "rate at most 100 kHz, window and embedding at most 1e6".into(),
+            });
+        }
         if c.sample_rate <= 0.0 || c.window_samples == 0 || n == 0 || c.embedding_dim == 0 {
             return Err(ContractError::Invalid {
                 key: "sample_rate_hz",

@@ -45,7 +45,8 @@ pub struct EventConfig {
     /// Photodiode level (in the channel's own units) whose rising crossing is an onset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub photodiode_threshold: Option<f64>,
-    /// Onsets closer than this to the previous one are ignored (photodiode flicker).
+    /// Photodiode onsets closer than this to the previous one are ignored (flicker);
+    /// trigger codes are clean and never ignored.
     pub min_interval_s: f64,
     /// A marker labels the trigger/photodiode onset within this many seconds of it.
     pub pair_window_s: f64,
@@ -74,6 +75,23 @@ pub enum EventError {
     Missing { mode: &'static str, key: &'static str },
     #[error("events.{key} = {value} is invalid: {why}")]
     Invalid { key: &'static str, value: String, why: String },
+}
+
+/// The stream channel called `label`: exactly, else the one channel equal after
+/// normalisation (`STI014` = `STI 014`).
+fn locate(label: &str, channels: &[ChannelInfoData]) -> Option<usize> {
+    if label.is_empty() {
+        return None;
+    }
+    channels.iter().position(|c| c.label == label).or_else(|| {
+        let key = crate::pipeline::normalize_channel_name(label);
+        let mut hits =
+            channels.iter().enumerate().filter(|(_, c)| crate::pipeline::normalize_channel_name(&c.label) == key);
+        match (hits.next(), hits.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => None,
+        }
+    })
 }
 
 /// What the stream channel holds and how to read onsets from it.
@@ -112,7 +130,7 @@ impl OnsetDetector {
             if label.is_empty() {
                 return Ok(None);
             }
-            match channels.iter().position(|c| c.label == label) {
+            match locate(label, channels) {
                 Some(i) => Ok(Some(i)),
                 None => Err(EventError::NoSuchChannel {
                     key,
@@ -128,11 +146,23 @@ impl OnsetDetector {
                 }),
             }
         };
-        let present = |label: &str| !label.is_empty() && channels.iter().any(|c| c.label == label);
+        let present = |label: &str| locate(label, channels).is_some();
         let source = match cfg.source {
             OnsetSource::Auto if present(&cfg.trigger_channel) => OnsetSource::Trigger,
             OnsetSource::Auto if present(&cfg.photodiode_channel) => OnsetSource::Photodiode,
-            OnsetSource::Auto => OnsetSource::Markers,
+            OnsetSource::Auto => {
+                for (key, label) in
+                    [("trigger_channel", &cfg.trigger_channel), ("photodiode_channel", &cfg.photodiode_channel)]
+                {
+                    if !label.is_empty() {
+                        tracing::warn!(
+                            "events.{key} = '{}' is not a channel of the stream; event-locked onsets come from markers",
+                            label.chars().take(64).collect::<String>()
+                        );
+                    }
+                }
+                OnsetSource::Markers
+            }
             s => s,
         };
         let detector = match source {
@@ -173,8 +203,10 @@ impl OnsetDetector {
         Ok(Some(Self { detector, min_interval_s: cfg.min_interval_s, last_onset: f64::NEG_INFINITY, label }))
     }
 
-    /// Forgets the previous sample (a new segment starts without an edge).
+    /// Forgets the past (a new segment starts without an edge, and its clock may have
+    /// been reset).
     pub fn reset(&mut self) {
+        self.last_onset = f64::NEG_INFINITY;
         match &mut self.detector {
             Detector::Trigger { previous, .. } => *previous = None,
             Detector::Photodiode { previous, .. } => *previous = None,
@@ -185,12 +217,13 @@ impl OnsetDetector {
     #[inline]
     pub fn push(&mut self, row: &[f32], t: f64) -> Option<Onset> {
         let code = match &mut self.detector {
+            // Digital codes are clean: every rise is an onset, however close.
             Detector::Trigger { index, mask, previous } => {
                 let v = row[*index];
                 let code = if v.is_finite() && v > 0.0 { (v.round() as u64) & *mask } else { 0 };
                 let rising = previous.is_some_and(|p| code > p);
                 *previous = Some(code);
-                rising.then_some(code)
+                return rising.then_some(Onset { timestamp: t, code });
             }
             Detector::Photodiode { index, threshold, previous } => {
                 let v = row[*index];
@@ -216,8 +249,6 @@ pub struct OnsetPairing {
     window_s: f64,
     onsets: VecDeque<Onset>,
     markers: VecDeque<Marker>,
-    /// Markers seen at all (without any, onsets are labelled by their code at once).
-    any_marker: bool,
 }
 
 /// What the pairing decided.
@@ -239,7 +270,6 @@ impl OnsetPairing {
     }
 
     pub fn add_marker(&mut self, m: Marker) {
-        self.any_marker = true;
         self.markers.push_back(m);
     }
 
@@ -265,7 +295,7 @@ impl OnsetPairing {
                     marker: Marker { timestamp: o.timestamp, source_timestamp: m.source_timestamp, text: m.text },
                     paired: true,
                 });
-            } else if !self.any_marker || now > o.timestamp + w + slack_s {
+            } else if now > o.timestamp + w + slack_s {
                 self.onsets.pop_front();
                 out.push(Paired::Onset {
                     marker: Marker { timestamp: o.timestamp, source_timestamp: o.timestamp, text: o.code.to_string() },
@@ -303,8 +333,12 @@ mod tests {
         let codes = [0.0, 0.0, 5.0, 5.0, 0.0, 0.0, 3.0, 7.0, 7.0, 0.0, 256.0 + 4.0, 0.0];
         let found: Vec<(usize, u64)> =
             codes.iter().enumerate().filter_map(|(i, &c)| d.push(&[0.0, c], i as f64).map(|o| (i, o.code))).collect();
-        // 3 -> 7 rises too (MNE's consecutive='increasing'); 260 & 0xFF = 4.
+        // 3 -> 7 rises too (MNE's consecutive='increasing'), one sample later: trigger codes
+        // are never thinned by min_interval_s; 260 & 0xFF = 4.
         assert_eq!(found, vec![(2, 5), (6, 3), (7, 7), (10, 4)]);
+        // A label that differs only in spacing finds the channel.
+        let cfg = EventConfig { trigger_channel: "STI014".into(), ..Default::default() };
+        assert!(OnsetDetector::from_config(&cfg, &chans).unwrap().is_some());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use decoding::{
 pub use events::{EventConfig, EventError, Onset, OnsetDetector, OnsetPairing, OnsetSource, Paired};
 pub use live::{DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline};
 pub use preprocess::{
-    design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_to_si, ChannelMap, ChannelMatching,
-    MappingError, ModelSample, Preprocessor,
+    design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_factor, unit_to_si, ChannelMap,
+    ChannelMatching, MappingError, ModelSample, Preprocessor,
 };
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

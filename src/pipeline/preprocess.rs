@@ -20,6 +20,8 @@ pub enum MappingError {
     RateTooHigh { model: f64, stream: f64 },
     #[error("model channel '{model}' matches stream channel '{label}' of type '{kind}', which is not a brain sensor; the model must be trained on MEG channels (check the stream's channel types with `meg-decoder inspect-stream --channels`)")]
     NotABrainChannel { model: String, label: String, kind: String },
+    #[error("model channel names match several stream channels once normalized: {names}; rename the stream's channels or use a model with the exact labels (stream.channel_matching = \"exact\")")]
+    Ambiguous { names: String },
     #[error("band edge {edge} Hz is not below the stream's Nyquist frequency ({nyquist} Hz)")]
     BandAboveNyquist { edge: f64, nyquist: f64 },
 }
@@ -95,47 +97,48 @@ pub fn si_unit_of_type(kind: &str) -> Option<&'static str> {
 }
 
 /// SI factor of a unit string as LSL sources write it: names (`T`, `fT`, `T/m`, `fT/cm`,
-/// `V`, `uV`, `microvolts`...), or mne-lsl's power-of-ten codes (`"0"` = the SI unit,
-/// `"-15"` = femto).
-pub fn unit_to_si(unit: &str) -> f32 {
+/// `V`, `uV`, `microvolts`...), mne-lsl's power-of-ten codes (`"0"` = the SI unit,
+/// `"-15"` = femto, as FIFF's unit multipliers), or a unit-less marker (`""`, `n/a`).
+/// None for anything else (the service then warns and takes the values as SI).
+pub fn unit_factor(unit: &str) -> Option<f32> {
     let u = unit.trim();
     if let Ok(p) = u.parse::<i32>() {
-        if (-30..=30).contains(&p) {
-            return 10f64.powi(p) as f32;
-        }
+        return [-15, -12, -9, -6, -3, -2, -1, 0, 3, 6, 9, 12, 15].contains(&p).then(|| 10f64.powi(p) as f32);
     }
     let named = match u.to_ascii_lowercase().as_str() {
+        "" | "n/a" | "na" | "none" | "unitless" | "au" | "a.u." | "samples" => Some(1.0),
         "tesla" | "teslas" | "volt" | "volts" => Some(1.0),
         "femtotesla" | "femtoteslas" => Some(1e-15),
         "picotesla" | "picoteslas" => Some(1e-12),
+        "nanotesla" | "nanoteslas" => Some(1e-9),
         "microvolt" | "microvolts" => Some(1e-6),
         "millivolt" | "millivolts" => Some(1e-3),
         _ => None,
     };
-    if let Some(f) = named {
-        return f;
+    if named.is_some() {
+        return named;
     }
-    let (num, den) = u.split_once('/').unwrap_or((u, ""));
-    let prefix = |s: &str, base: &str| -> f64 {
-        match s.strip_suffix(base).unwrap_or(s) {
+    let prefix = |s: &str| -> Option<f64> {
+        Some(match s {
+            "" => 1.0,
             "f" => 1e-15,
             "p" => 1e-12,
             "n" => 1e-9,
             "u" | "µ" | "μ" => 1e-6,
             "m" => 1e-3,
             "c" => 1e-2,
-            _ => 1.0,
-        }
+            _ => return None,
+        })
     };
-    let n = if num.ends_with('T') {
-        prefix(num, "T")
-    } else if num.ends_with('V') {
-        prefix(num, "V")
-    } else {
-        1.0
-    };
-    let d = if den.is_empty() { 1.0 } else { prefix(den, "m") };
-    (n / d) as f32
+    let (num, den) = u.split_once('/').unwrap_or((u, ""));
+    let n = num.strip_suffix('T').or_else(|| num.strip_suffix('V')).and_then(prefix)?;
+    let d = if den.is_empty() { 1.0 } else { den.strip_suffix('m').and_then(prefix)? };
+    Some((n / d) as f32)
+}
+
+/// [`unit_factor`], with unknown units taken as SI.
+pub fn unit_to_si(unit: &str) -> f32 {
+    unit_factor(unit).unwrap_or(1.0)
 }
 
 impl ChannelMap {
@@ -148,6 +151,7 @@ impl ChannelMap {
         let mut stream_index = Vec::with_capacity(model_names.len());
         let mut missing = Vec::new();
         let mut renamed = Vec::new();
+        let mut ambiguous = Vec::new();
         let normalized: Vec<String> = channels.iter().map(|c| normalize_channel_name(&c.label)).collect();
         for name in model_names {
             let exact = channels.iter().position(|c| &c.label == name);
@@ -156,12 +160,15 @@ impl ChannelMap {
                     return None;
                 }
                 let key = normalize_channel_name(name);
-                let mut hits =
-                    (0..channels.len()).filter(|&i| normalized[i] == key && is_brain_type(&channels[i].kind));
-                match (hits.next(), hits.next()) {
-                    (Some(i), None) => Some(i),
-                    _ => None,
+                let hits: Vec<usize> =
+                    (0..channels.len()).filter(|&i| normalized[i] == key && is_brain_type(&channels[i].kind)).collect();
+                if hits.len() > 1 {
+                    ambiguous.push(format!(
+                        "{name} ({})",
+                        hits.iter().take(3).map(|&i| format!("'{}'", channels[i].label)).collect::<Vec<_>>().join(", ")
+                    ));
                 }
+                (hits.len() == 1).then(|| hits[0])
             });
             match found {
                 Some(i) => {
@@ -181,8 +188,26 @@ impl ChannelMap {
                 None => missing.push(name.clone()),
             }
         }
+        if !ambiguous.is_empty() {
+            return Err(MappingError::Ambiguous {
+                names: ambiguous.into_iter().take(5).collect::<Vec<_>>().join("; "),
+            });
+        }
         if !missing.is_empty() {
             return Err(MappingError::MissingChannels { missing, total: model_names.len() });
+        }
+        let unknown: Vec<String> = stream_index
+            .iter()
+            .filter(|&&i| unit_factor(&channels[i].unit).is_none())
+            .map(|&i| format!("{} '{}'", channels[i].label, channels[i].unit.chars().take(16).collect::<String>()))
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                "{} model channel(s) have units meg-decoder does not know, taken as SI: {}{}; fix the source's <unit> (T, fT, T/m, fT/cm, or a power-of-ten code)",
+                unknown.len(),
+                unknown.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if unknown.len() > 5 { ", ..." } else { "" }
+            );
         }
         let to_si = stream_index.iter().map(|&i| unit_to_si(&channels[i].unit)).collect();
         Ok(Self { stream_index, to_si, renamed })

@@ -227,7 +227,11 @@ pub struct Onset {
 
 impl SignalSource {
     pub fn new(cfg: &SimulatorConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(cfg.srate > 0.0, "sampling rate must be positive, got {}", cfg.srate);
+        anyhow::ensure!(
+            cfg.srate.is_finite() && (1.0..=100_000.0).contains(&cfg.srate),
+            "the sampling rate must be 1..100000 Hz (MEG systems: 600-5000 Hz), got {}",
+            cfg.srate
+        );
         let layout = SensorLayout::load(cfg.layout);
         if let Some(w) = &cfg.world {
             anyhow::ensure!(
@@ -244,6 +248,17 @@ impl SignalSource {
             cfg.dc_offset.is_finite() && cfg.dc_offset.abs() < 1.0,
             "DC offset must be a finite number of SI units below 1, got {}",
             cfg.dc_offset
+        );
+        let full_scale = match cfg.format {
+            ChannelFormat::Int16 => 32767.0e-15,
+            ChannelFormat::Int32 => 2.147_483_6e-6,
+            _ => f32::MAX,
+        };
+        anyhow::ensure!(
+            cfg.dc_offset.abs() < 0.5 * full_scale,
+            "a DC offset of {} T does not fit {} samples in femto-units (full scale {full_scale:e}); use --format double64, float32 or int32",
+            cfg.dc_offset,
+            cfg.format.as_str()
         );
         let mut orng = SmallRng::seed_from_u64(cfg.seed ^ 0xdc);
         let offsets = (0..layout.len())
