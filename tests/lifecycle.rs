@@ -126,3 +126,102 @@ fn a_dead_thread_makes_the_service_unhealthy_and_exit_non_zero() {
         drop(run);
     }
 }
+
+/// A marker source written with MNE-LSL (no source_id, so liblsl cannot recover it by
+/// itself), pushing `prefix_<n>` every 0.5 s for `seconds`.
+const MARKER_SOURCE: &str = r#"
+import sys, time
+from mne_lsl.lsl import StreamInfo, StreamOutlet, local_clock
+name, prefix, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+out = StreamOutlet(StreamInfo(name, "Markers", 1, 0.0, "string", ""))
+print("ready", flush=True)
+t0 = local_clock()
+n = 0
+while local_clock() - t0 < seconds:
+    out.push_sample([f"{prefix}_{n}"], local_clock())
+    n += 1
+    time.sleep(0.5)
+"#;
+
+#[test]
+fn a_marker_source_that_restarts_is_found_again_and_its_outage_shows() {
+    common::init_lsl();
+    let (_, lsl_cfg) = common::init_lsl();
+    let name = common::unique("mk");
+    let markers = format!("{name}-m");
+    let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
+    let python = std::env::var_os("MEG_DECODER_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::repo().join(".venv/bin/python"));
+    let start_markers = |prefix: &str, seconds: &str| {
+        let mut c = common::Reaper(
+            std::process::Command::new(&python)
+                .args(["-c", MARKER_SOURCE, &markers, prefix, seconds])
+                .env("LSLAPICFG", lsl_cfg)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(c.0.stdout.take().unwrap()), &mut line).unwrap();
+        c
+    };
+    let mut first = start_markers("a", "6");
+    let port = free_port();
+    let _serve = common::Reaper(
+        common::bin()
+            .current_dir(common::repo())
+            .args(["serve", "--model", "models/demo", "--stream-name", &name, "--markers-name", &markers])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--set", "preprocessing.settle_s=0.5"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = common::bin()
+        .args(["client", "--addr", &format!("http://127.0.0.1:{port}"), "--json", "--event-locked-only"])
+        .args(["--duration", "18"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = first.0.wait();
+    // The marker source is gone (its outlet destroyed): the service must say so.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut c =
+                proto::decoder_client::DecoderClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+            c.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner()
+        })
+    };
+    let mut lost_seen = false;
+    for _ in 0..40 {
+        let st = status(&rt);
+        let m = st.streams.iter().find(|s| s.name == markers).expect("marker stream in status");
+        if !m.connected {
+            lost_seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(lost_seen, "the marker outage never showed in the status");
+    let _second = start_markers("b", "8");
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status(&rt);
+    let m = st.streams.iter().find(|s| s.name == markers).unwrap();
+    assert!(m.connected && m.reconnects >= 1, "marker stream not found again: {m:?}");
+    let out = client.wait_with_output().unwrap();
+    let labels: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|d| d["marker"].as_str().map(String::from))
+        .collect();
+    assert!(labels.iter().any(|l| l.starts_with("a_")), "{labels:?}");
+    assert!(labels.iter().filter(|l| l.starts_with("b_")).count() >= 5, "decoding did not resume: {labels:?}");
+}

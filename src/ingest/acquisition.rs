@@ -99,6 +99,7 @@ impl MegAcquisition {
             srate,
             stall: Duration::from_secs_f64(cfg.stall_timeout_s),
             name: description.name.clone(),
+            original: description.clone(),
         };
         let thread = StoppableThread::spawn(format!("lsl-{}", description.name), move |stop| worker.run(&stop))
             .map_err(|e| IngestError::Thread(e.to_string()))?;
@@ -158,6 +159,8 @@ struct Acquirer {
     srate: f64,
     stall: Duration,
     name: String,
+    /// The stream as it was at start-up (a stream found again must match it).
+    original: StreamDescription,
 }
 
 impl Acquirer {
@@ -232,9 +235,16 @@ impl Acquirer {
                 StreamStats::add(&self.stats.reconnects, 1);
                 self.stats.connected.store(true, Ordering::Relaxed);
                 self.emit(IngestEvent::Reconnected);
-                // The outage is not the source's rate: measure afresh.
+                // The outage is not the source's rate: measure afresh. The source may
+                // be a new process on a clock of its own: correct at once, new segment.
                 rate_window = (now, 0);
                 rate_windows = 0;
+                if let Ok(o) = self.inlet.time_correction(1.0) {
+                    offset = o;
+                    self.stats.set_clock_offset(o);
+                }
+                last_correction = now;
+                segment += 1;
             }
             if self.inlet.was_clock_reset() || now.duration_since(last_correction) > Duration::from_secs(5) {
                 if let Ok(o) = self.inlet.time_correction(0.5) {
@@ -372,25 +382,50 @@ impl Acquirer {
         }
     }
 
-    /// Without a source_id liblsl cannot recover: find the stream again by query.
+    /// Without a source_id liblsl cannot recover: find the stream again by query. A stream
+    /// that comes back different (channel count, labels, rate or format) is not taken:
+    /// the model was checked against the original.
     fn reresolve(&mut self, stop: &StopFlag) -> bool {
         while !stop.is_set() {
             match connect(&self.query, 1.0) {
-                Ok((inlet, info)) if info.channel_count() == self.channels => {
-                    self.inlet = inlet;
-                    return true;
-                }
-                Ok((_, info)) => {
-                    self.emit(IngestEvent::Error(format!(
-                        "stream came back with {} channels instead of {}; ignoring it",
-                        info.channel_count(),
-                        self.channels
-                    )));
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+                Ok((inlet, info)) => match self.differs(&StreamDescription::from_info(&info)) {
+                    None => {
+                        self.inlet = inlet;
+                        return true;
+                    }
+                    Some(why) => {
+                        self.emit(IngestEvent::Error(format!(
+                            "stream '{}' came back with {why}; not taking it (restart meg-decoder to accept the new stream)",
+                            self.name
+                        )));
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                },
                 Err(_) => {}
             }
         }
         false
+    }
+
+    /// How a stream found again differs from the one the service started with.
+    fn differs(&self, d: &StreamDescription) -> Option<String> {
+        if d.channel_count != self.original.channel_count {
+            return Some(format!("{} channels instead of {}", d.channel_count, self.original.channel_count));
+        }
+        if d.nominal_srate != self.original.nominal_srate {
+            return Some(format!("a rate of {} Hz instead of {} Hz", d.nominal_srate, self.original.nominal_srate));
+        }
+        if d.format != self.original.format {
+            return Some(format!("format {} instead of {}", d.format.as_str(), self.original.format.as_str()));
+        }
+        let (new, old) = (d.labels(), self.original.labels());
+        if let Some(i) = (0..new.len()).find(|&i| new[i] != old[i]) {
+            return Some(format!(
+                "channel {i} labelled '{}' instead of '{}'",
+                new[i].chars().take(32).collect::<String>(),
+                old[i].chars().take(32).collect::<String>()
+            ));
+        }
+        None
     }
 }

@@ -1,6 +1,8 @@
 //! [`MarkerAcquisition`]: the acquisition thread of a string marker stream ("image 4127
 //! shown now"). Each marker is stamped on the local LSL clock and fanned out to every
-//! sink (window scheduler, recorder) over crossbeam channels.
+//! sink (window scheduler, recorder) over crossbeam channels. A marker source that goes
+//! away is found again by its query (liblsl recovers only sources with a source_id), with
+//! the same connection status and counters as the MEG stream.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +23,16 @@ pub struct Marker {
     pub text: String,
 }
 
+/// Resolves `query` and opens a marker inlet (recovering by itself when the source has a
+/// source_id).
+fn open(query: &StreamQuery, timeout_s: f64) -> Result<(MarkerInlet, lsl::StreamInfo), IngestError> {
+    let found = lsl::resolve_bypred(&query.predicate()?, timeout_s)?;
+    let info = found.into_iter().next().expect("resolve returns at least one stream");
+    let mut inlet = MarkerInlet::open(&info, true)?;
+    inlet.open_stream(timeout_s.max(2.0))?;
+    Ok((inlet, info))
+}
+
 pub struct MarkerAcquisition {
     pub description: StreamDescription,
     /// Counters in the same shape as the MEG stream's (samples = markers received).
@@ -30,16 +42,16 @@ pub struct MarkerAcquisition {
 
 impl MarkerAcquisition {
     pub fn start(query: &StreamQuery, timeout_s: f64, sinks: Vec<Sender<Marker>>) -> Result<Self, IngestError> {
-        let found = lsl::resolve_bypred(&query.predicate()?, timeout_s)?;
-        let info = found.into_iter().next().expect("resolve returns at least one stream");
-        let mut inlet = MarkerInlet::open(&info, true)?;
-        inlet.open_stream(timeout_s.max(2.0))?;
+        let (mut inlet, info) = open(query, timeout_s)?;
         let description = StreamDescription::from_info(&info);
         let stats = Arc::new(StreamStats::default());
         stats.connected.store(true, Ordering::Relaxed);
         let stats2 = stats.clone();
+        let query = query.clone();
         let thread = StoppableThread::spawn(format!("lsl-{}", description.name), move |stop| {
+            // The clock offset is known before the first marker (recordings carry it).
             let mut offset = inlet.time_correction(2.0).unwrap_or(0.0);
+            stats2.set_clock_offset(offset);
             let mut n = 0u64;
             while !stop.is_set() {
                 match inlet.pull_marker(0.05) {
@@ -50,6 +62,7 @@ impl MarkerAcquisition {
                         }
                         StreamStats::add(&stats2.samples, 1);
                         stats2.set_clock_offset(offset);
+                        stats2.set_lag(lsl::local_clock().unwrap_or(ts + offset) - (ts + offset));
                         let m = Marker { timestamp: ts + offset, source_timestamp: ts, text };
                         for s in &sinks {
                             let _ = s.send(m.clone());
@@ -57,8 +70,22 @@ impl MarkerAcquisition {
                     }
                     Ok(None) => {}
                     Err(PullError::Lost) => {
-                        tracing::warn!("marker stream lost");
-                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        // liblsl cannot bring back a source without a source_id: find the
+                        // stream again by its query, as the MEG inlet does.
+                        tracing::warn!("marker stream lost; looking for it again ({query})");
+                        stats2.connected.store(false, Ordering::Relaxed);
+                        StreamStats::add(&stats2.source_losses, 1);
+                        while !stop.is_set() {
+                            if let Ok((i, _)) = open(&query, 1.0) {
+                                inlet = i;
+                                offset = inlet.time_correction(2.0).unwrap_or(offset);
+                                stats2.set_clock_offset(offset);
+                                stats2.connected.store(true, Ordering::Relaxed);
+                                StreamStats::add(&stats2.reconnects, 1);
+                                tracing::info!("marker stream back");
+                                break;
+                            }
+                        }
                     }
                     Err(e) => tracing::warn!("marker pull failed: {e}"),
                 }

@@ -187,33 +187,61 @@ pub fn render(s: &DecoderState) -> String {
     o
 }
 
-/// Serves `/metrics` on `addr` until the task is dropped.
+/// Most open connections the metrics endpoint serves at once (more are closed at once).
+const MAX_METRICS_CONNECTIONS: usize = 64;
+/// A connection gets this long to send its request and take the answer.
+const METRICS_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `/metrics` (and `/healthz`: 200 while healthy, 503 while a thread has died or the
+/// MEG source is gone) on `addr` until the task is dropped. Each connection is bounded in
+/// time, their number is capped, and an accept error (e.g. out of file descriptors)
+/// backs off instead of spinning.
 pub async fn serve_metrics(
     addr: SocketAddr,
     state: Arc<DecoderState>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    tracing::warn!("metrics endpoint: accept failed ({e}); retrying in 100 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                drop(sock);
+                continue;
+            };
             let state = state.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut buf = [0u8; 2048];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let n = match tokio::time::timeout(METRICS_IO_TIMEOUT, sock.read(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let (status, body) = if req.starts_with("GET /metrics") {
                     ("200 OK", render(&state))
                 } else if req.starts_with("GET /healthz") {
-                    ("200 OK", "ok\n".to_string())
+                    match state.failure.get() {
+                        Some(why) => ("503 Service Unavailable", format!("failing: {why}\n")),
+                        None if !state.healthy() => ("503 Service Unavailable", "MEG source gone\n".to_string()),
+                        None => ("200 OK", "ok\n".to_string()),
+                    }
                 } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
+                    ("404 Not Found", "try /metrics or /healthz\n".to_string())
                 };
                 let resp = format!(
                     "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = tokio::time::timeout(METRICS_IO_TIMEOUT, sock.write_all(resp.as_bytes())).await;
             });
         }
     });
