@@ -167,6 +167,7 @@ async fn rate_limit_filters_and_images_scale() {
         png: Arc::new(rgb.to_png().unwrap()),
         image: Arc::new(rgb),
         generated_at: 0.0,
+        sized: Default::default(),
     });
     let hub = s.state.hub.clone();
     tokio::task::spawn_blocking(move || {

@@ -387,8 +387,8 @@ impl Acquirer {
     /// the model was checked against the original.
     fn reresolve(&mut self, stop: &StopFlag) -> bool {
         while !stop.is_set() {
-            match connect(&self.query, 1.0) {
-                Ok((inlet, info)) => match self.differs(&StreamDescription::from_info(&info)) {
+            if let Ok((inlet, info)) = connect(&self.query, 1.0) {
+                match self.differs(&StreamDescription::from_info(&info)) {
                     None => {
                         self.inlet = inlet;
                         return true;
@@ -400,8 +400,7 @@ impl Acquirer {
                         )));
                         std::thread::sleep(Duration::from_secs(1));
                     }
-                },
-                Err(_) => {}
+                }
             }
         }
         false

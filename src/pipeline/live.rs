@@ -26,6 +26,51 @@ pub struct GeneratedImage {
     pub png: Arc<Vec<u8>>,
     /// Local LSL clock.
     pub generated_at: f64,
+    /// PNG encodings at the other sizes subscribers asked for, each made once.
+    pub sized: SizedPngs,
+}
+
+/// PNGs of one image by requested size, each encoded once whoever asks first (off the
+/// async runtime) and shared by every subscriber asking for that size.
+#[derive(Debug, Clone, Default)]
+pub struct SizedPngs(Arc<Mutex<Vec<(u32, PngCell)>>>);
+
+/// One size's PNG, filled once.
+type PngCell = Arc<tokio::sync::OnceCell<Arc<Vec<u8>>>>;
+
+impl PartialEq for SizedPngs {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl GeneratedImage {
+    /// The image as PNG at `size` x `size` (0 or the generated size: as generated).
+    pub async fn png_at(&self, size: u32) -> Arc<Vec<u8>> {
+        if size == 0 || (size == self.image.width && size == self.image.height) {
+            return self.png.clone();
+        }
+        let cell = {
+            let mut v = self.sized.0.lock().unwrap_or_else(|e| e.into_inner());
+            match v.iter().find(|(s, _)| *s == size) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    v.push((size, c.clone()));
+                    c
+                }
+            }
+        };
+        let image = self.image.clone();
+        cell.get_or_init(|| async move {
+            let png = tokio::task::spawn_blocking(move || image.resized(size).to_png().unwrap_or_default())
+                .await
+                .unwrap_or_default();
+            Arc::new(png)
+        })
+        .await
+        .clone()
+    }
 }
 
 pub type ImageSink = Box<dyn FnMut(&GeneratedImage) + Send>;
@@ -66,6 +111,7 @@ impl ImageWorker {
                         image: Arc::new(image),
                         png: Arc::new(png),
                         generated_at: lsl::local_clock().unwrap_or(0.0),
+                        sized: Default::default(),
                     };
                     sinks.iter_mut().for_each(|s| s(&img));
                 }

@@ -13,7 +13,7 @@ use super::hub::Hub;
 use super::proto;
 use crate::ingest::{StreamDescription, StreamStats};
 use crate::model::Gallery;
-use crate::pipeline::{DecodeMode, Decoding, GeneratedImage, PipelineStats, SKIP_REASONS};
+use crate::pipeline::{DecodeMode, Decoding, PipelineStats, SKIP_REASONS};
 use crate::record::{RecorderControl, RecordingLabels, RecordingState};
 
 /// A stream the decoder reads, for status.
@@ -110,13 +110,6 @@ fn validate(r: &proto::SubscribeRequest) -> Result<(), Status> {
     Ok(())
 }
 
-fn image_bytes(img: &GeneratedImage, size: u32) -> Vec<u8> {
-    if size == 0 || (size == img.image.width && size == img.image.height) {
-        return img.png.as_ref().clone();
-    }
-    img.image.resized(size).to_png().unwrap_or_default()
-}
-
 #[tonic::async_trait]
 impl proto::decoder_server::Decoder for DecoderService {
     type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Decoding, Status>> + Send>>;
@@ -180,8 +173,9 @@ impl proto::decoder_server::Decoder for DecoderService {
                     }
                     let mut msg = to_pb(&d, &req, missed);
                     if req.include_images && sub.images.has_changed().unwrap_or(false) {
-                        if let Some(img) = sub.images.borrow_and_update().clone() {
-                            msg.image_png = image_bytes(&img, req.image_size);
+                        let img = sub.images.borrow_and_update().clone();
+                        if let Some(img) = img {
+                            msg.image_png = img.png_at(req.image_size).await.as_ref().clone();
                             msg.image_sequence = img.sequence;
                         }
                     }
