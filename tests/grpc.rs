@@ -217,6 +217,10 @@ async fn bad_requests_are_invalid_argument_and_disconnects_free_at_once() {
     assert!(e.message().contains("--record-dir"));
     let e = c.get_gallery_image(proto::GetGalleryImageRequest { image_id: "nope".into() }).await.err().unwrap();
     assert_eq!(e.code(), Code::NotFound);
+    // A huge id is not echoed back (the answer stays small and NOT_FOUND).
+    let e = c.get_gallery_image(proto::GetGalleryImageRequest { image_id: "x".repeat(20_000) }).await.err().unwrap();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().len() < 200, "{} bytes", e.message().len());
     let img =
         c.get_gallery_image(proto::GetGalleryImageRequest { image_id: "img_0003".into() }).await.unwrap().into_inner();
     assert_eq!(&img.png[1..4], b"PNG");

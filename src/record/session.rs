@@ -44,10 +44,20 @@ pub trait RecorderControl: Send + Sync {
     fn state(&self) -> RecordingState;
 }
 
+/// At most this many characters in a label (a long one is a mistake, and paths have limits).
+const MAX_LABEL: usize = 64;
+
 fn check_label(kind: &str, v: &str) -> Result<(), RecordError> {
+    if v.chars().count() > MAX_LABEL {
+        return Err(RecordError::Labels(format!(
+            "{kind} label is {} characters long: at most {MAX_LABEL} letters and digits",
+            v.chars().count()
+        )));
+    }
     if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(RecordError::Labels(format!(
-            "{kind} label '{v}' is not a BIDS label: use letters and digits only (no '-', '_', '/', '..' or spaces)"
+            "{kind} label '{}' is not a BIDS label: use letters and digits only (no '-', '_', '/', '..' or spaces)",
+            v.escape_default()
         )));
     }
     Ok(())
@@ -122,6 +132,9 @@ mod tests {
 
     #[test]
     fn labels_are_validated_and_runs_never_overwrite() {
+        let long = RecordingLabels { subject: "a".repeat(10_000), ..Default::default() }.normalised();
+        let e = long.unwrap_err().to_string();
+        assert!(e.contains("at most 64") && e.len() < 200, "{e}");
         let bad = RecordingLabels { subject: "../x".into(), ..Default::default() }.normalised();
         assert!(bad.unwrap_err().to_string().contains("letters and digits"));
         let dir = tempfile::tempdir().unwrap();

@@ -280,7 +280,11 @@ impl proto::decoder_server::Decoder for DecoderService {
                 crate::record::RecordError::AlreadyRecording(p) => {
                     Status::failed_precondition(format!("already recording to {p}; StopRecording first"))
                 }
-                other => Status::internal(other.to_string()),
+                // The full cause (with server paths) goes to the log, not to the client.
+                other => {
+                    tracing::error!("starting a recording: {other}");
+                    Status::internal("the recording could not be started; the server log says why")
+                }
             })?;
         Ok(Response::new(recording_pb(&state)))
     }
@@ -301,9 +305,11 @@ impl proto::decoder_server::Decoder for DecoderService {
     ) -> Result<Response<proto::GalleryImage>, Status> {
         let id = request.into_inner().image_id;
         let g = self.state.gallery.as_ref().ok_or_else(|| Status::failed_precondition("the model has no gallery"))?;
-        let i = g.index_of(&id).ok_or_else(|| Status::not_found(format!("no image '{id}' in the gallery")))?;
+        let shown: String = id.chars().take(64).collect::<String>().escape_default().to_string();
+        let more = if id.chars().count() > 64 { "..." } else { "" };
+        let i = g.index_of(&id).ok_or_else(|| Status::not_found(format!("no image '{shown}{more}' in the gallery")))?;
         let png =
-            g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{id}'")))?;
+            g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{shown}'")))?;
         Ok(Response::new(proto::GalleryImage { image_id: id, png }))
     }
 }
