@@ -22,6 +22,8 @@ pub enum MappingError {
     NotABrainChannel { model: String, label: String, kind: String },
     #[error("model channel names match several stream channels once normalized: {names}; rename the stream's channels or use a model with the exact labels (stream.channel_matching = \"exact\")")]
     Ambiguous { names: String },
+    #[error("the stream's nominal rate {stream} Hz is not a sampling rate meg-decoder can use (0 < rate <= 100 kHz); check the source's announced rate")]
+    RateUnusable { stream: f64 },
     #[error("band edge {edge} Hz is not below the stream's Nyquist frequency ({nyquist} Hz)")]
     BandAboveNyquist { edge: f64, nyquist: f64 },
 }
@@ -275,6 +277,9 @@ const SETTLE_ENERGY: f64 = 1e-3;
 
 impl Preprocessor {
     pub fn new(contract: &ModelContract, map: ChannelMap, stream_rate: f64) -> Result<Self, MappingError> {
+        if !(stream_rate.is_finite() && stream_rate > 0.0 && stream_rate <= 100_000.0) {
+            return Err(MappingError::RateUnusable { stream: stream_rate });
+        }
         if contract.sample_rate > stream_rate * 1.0001 {
             return Err(MappingError::RateTooHigh { model: contract.sample_rate, stream: stream_rate });
         }

@@ -8,6 +8,6 @@ pub mod replay;
 mod session;
 pub mod xdf;
 
-pub use reader::{read_xdf, xml_field, XdfError, XdfFile, XdfStream};
+pub use reader::{parse_xdf, read_xdf, xml_field, XdfError, XdfFile, XdfStream};
 pub use recorder::{decoding_json, Recorder, RecorderSources, DECODINGS_ID, MARKERS_ID, MEG_ID};
 pub use session::{check_dir, create_file, RecordError, RecorderControl, RecordingLabels, RecordingState};

@@ -160,7 +160,7 @@ fn samples(s: &mut XdfStream, c: &mut Cursor<'_>) -> Result<(), String> {
             }
         } else {
             let w = value_width(&s.format).ok_or_else(|| format!("unsupported channel format '{}'", s.format))?;
-            let bytes = c.take(w * s.channel_count)?;
+            let bytes = c.take(w.checked_mul(s.channel_count).ok_or("sample size overflows")?)?;
             s.values.extend(bytes.chunks_exact(w).map(|b| to_f32(&s.format, b)));
         }
         s.timestamps.push(ts);
@@ -168,10 +168,22 @@ fn samples(s: &mut XdfStream, c: &mut Cursor<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// Most channels a stream header may announce.
+const MAX_CHANNELS: usize = 100_000;
+/// Highest nominal rate a stream header may announce.
+const MAX_RATE_HZ: f64 = 1e6;
+
 /// Reads a whole XDF file.
 pub fn read_xdf(path: &Path) -> Result<XdfFile, XdfError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| XdfError::Io { path: p.clone(), why: e.to_string() })?;
+    parse_xdf(&bytes, &p)
+}
+
+/// Parses XDF bytes (`p` names them in errors). Damage never panics: the parser resumes at
+/// the next Boundary and reports where it lost its way.
+pub fn parse_xdf(bytes: &[u8], p: &str) -> Result<XdfFile, XdfError> {
+    let p = p.to_string();
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
         return Err(XdfError::NotXdf { path: p });
     }
@@ -193,15 +205,22 @@ pub fn read_xdf(path: &Path) -> Result<XdfFile, XdfError> {
                     let id = b.u32()?;
                     let xml = String::from_utf8_lossy(&b.b[4..]).into_owned();
                     let field = |f: &str| xml_field(&xml, f).unwrap_or_default();
+                    let count: usize =
+                        field("channel_count").parse().map_err(|_| "stream header without a valid channel_count")?;
+                    if !(1..=MAX_CHANNELS).contains(&count) {
+                        return Err(format!("stream header channel_count {count} is outside 1..{MAX_CHANNELS}"));
+                    }
+                    let srate: f64 = field("nominal_srate").parse().unwrap_or(0.0);
+                    if !(srate.is_finite() && (0.0..=MAX_RATE_HZ).contains(&srate)) {
+                        return Err(format!("stream header nominal_srate {srate} is outside 0..{MAX_RATE_HZ} Hz"));
+                    }
                     file.streams.push(XdfStream {
                         id,
                         name: field("name"),
                         kind: field("type"),
                         source_id: field("source_id"),
-                        channel_count: field("channel_count")
-                            .parse()
-                            .map_err(|_| "stream header without channel_count")?,
-                        nominal_srate: field("nominal_srate").parse().unwrap_or(0.0),
+                        channel_count: count,
+                        nominal_srate: srate,
                         format: field("channel_format"),
                         labels: channel_fields(&xml, "label"),
                         units: channel_fields(&xml, "unit"),

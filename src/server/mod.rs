@@ -11,7 +11,7 @@ pub use auth::BearerAuth;
 pub use hub::{Hub, SubscriberStats, Subscription};
 pub use metrics::{render as render_metrics, serve_metrics};
 pub use serve::{serve, ServeOptions, ServerError, TlsFiles};
-pub use service::{DecoderService, DecoderState, ModelInfo, StreamHandle};
+pub use service::{validate_subscribe, DecoderService, DecoderState, ModelInfo, StreamHandle};
 
 /// Code generated from the proto by tonic-prost-build.
 pub mod proto {

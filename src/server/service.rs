@@ -91,7 +91,8 @@ fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Dec
     }
 }
 
-fn validate(r: &proto::SubscribeRequest) -> Result<(), Status> {
+/// Checks a subscription request: every field in range, or INVALID_ARGUMENT naming it.
+pub fn validate_subscribe(r: &proto::SubscribeRequest) -> Result<(), Status> {
     if !r.max_rate_hz.is_finite() || r.max_rate_hz < 0.0 || (r.max_rate_hz > 0.0 && r.max_rate_hz < 1e-3) {
         return Err(Status::invalid_argument(format!(
             "max_rate_hz must be 0 (no limit) or between 0.001 and 1e6 decodings per second, got {:e}",
@@ -120,7 +121,7 @@ impl proto::decoder_server::Decoder for DecoderService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let req = request.into_inner();
-        validate(&req)?;
+        validate_subscribe(&req)?;
         let (want_cont, want_locked) = match (req.continuous, req.event_locked) {
             (false, false) => (true, true),
             other => other,
