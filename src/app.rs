@@ -100,7 +100,8 @@ impl App {
             events: cfg.events.clone(),
             settle_s: cfg.preprocessing.settle_s,
         };
-        let core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
+        let mut core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
+        core.set_markers_expected(markers.is_some());
         tracing::info!("preprocessing: {}", core.preprocessing_summary());
         let hub = Hub::new(cfg.server.hub_capacity);
         let (to_recorder_d, recorder_decodings) = crossbeam_channel::bounded(4096);

@@ -18,6 +18,8 @@ pub const FIT_HALF_LIFE_S: f64 = 30.0;
 
 /// Below this many samples the fit keeps the nominal slope (fits only the offset).
 const MIN_SLOPE_SAMPLES: u64 = 16;
+/// Jitter assumed before any was measured (milliseconds, RMS).
+const PRIOR_JITTER_MS: f64 = 1.0;
 
 #[derive(Debug, Clone)]
 pub struct SampleClock {
@@ -33,8 +35,12 @@ pub struct SampleClock {
     sxx: f64,
     sy: f64,
     sxy: f64,
-    /// Exponentially weighted mean squared residual from the fit (jitter estimate).
+    /// Exponentially weighted mean squared residual of the samples the fit took (jitter).
     jitter_ms2: f64,
+    /// Late samples in a row that the fit left out (see [`push`](Self::push)).
+    rejected_run: u64,
+    /// The longest run of late samples left out before the fit takes them (1 s).
+    max_rejected_run: u64,
 }
 
 impl SampleClock {
@@ -51,7 +57,9 @@ impl SampleClock {
             sxx: 0.0,
             sy: 0.0,
             sxy: 0.0,
-            jitter_ms2: 0.0,
+            jitter_ms2: PRIOR_JITTER_MS * PRIOR_JITTER_MS,
+            rejected_run: 0,
+            max_rejected_run: rate.ceil().max(1.0) as u64,
         }
     }
 
@@ -66,14 +74,26 @@ impl SampleClock {
     }
 
     /// Adds the timestamp of the next sample.
+    ///
+    /// Pushes are only ever late (a source stamps a chunk when it gets to push it), so a
+    /// sample much later than the fit (6x the jitter, at least 1.5 periods) is a stalled
+    /// push, not the clock: the fit takes the line's own time for it instead, for up to
+    /// 1 s of samples in a row (after that the lateness is the clock, and the fit follows).
     #[inline]
-    pub fn push(&mut self, t: f64) {
+    pub fn push(&mut self, mut t: f64) {
         if self.n == 0 {
             self.t_first = t;
         } else {
-            // Residual of this sample from the current fit, for the jitter estimate.
-            let e = t - self.at(self.n as f64);
-            self.jitter_ms2 = self.lambda * self.jitter_ms2 + (1.0 - self.lambda) * (e * 1e3) * (e * 1e3);
+            let predicted = self.at(self.n as f64);
+            let e = t - predicted;
+            let limit = (6.0 * self.jitter_ms2.sqrt() * 1e-3).max(1.5 * self.period);
+            if self.n >= MIN_SLOPE_SAMPLES && e > limit && self.rejected_run < self.max_rejected_run {
+                self.rejected_run += 1;
+                t = predicted;
+            } else {
+                self.rejected_run = 0;
+                self.jitter_ms2 = self.lambda * self.jitter_ms2 + (1.0 - self.lambda) * (e * 1e3) * (e * 1e3);
+            }
             let l = self.lambda;
             // Age every point (weights decay) and move the origin to the new sample
             // (every x decreases by 1).
@@ -171,6 +191,26 @@ mod tests {
         assert!(worst < 0.0015, "worst error {worst} s");
         assert!((c.rate() - true_rate).abs() < 0.05, "rate {}", c.rate());
         assert!(c.jitter_s() > 0.0005 && c.jitter_s() < 0.004, "jitter {}", c.jitter_s());
+    }
+
+    #[test]
+    fn a_stalled_push_does_not_pull_the_clock_late() {
+        // 1 kHz in chunks of 10 stamped at push; pushes stall 400 ms at 10 s, then the
+        // backlog goes out at once. The fitted time of every sample stays on the truth.
+        let mut c = SampleClock::new(1000.0);
+        let mut worst: f64 = 0.0;
+        for chunk in 0..3000u64 {
+            let produced = 5.0 + (chunk * 10 + 9) as f64 / 1000.0;
+            let push = if (15.0..15.4).contains(&produced) { 15.4 } else { produced };
+            for k in 0..10u64 {
+                let i = chunk * 10 + k;
+                c.push(push - (9 - k) as f64 / 1000.0);
+                if i > 2000 {
+                    worst = worst.max((c.at(i as f64) - (5.0 + i as f64 / 1000.0)).abs());
+                }
+            }
+        }
+        assert!(worst < 0.0005, "worst error {worst} s");
     }
 
     #[test]

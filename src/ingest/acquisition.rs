@@ -275,11 +275,15 @@ impl Acquirer {
                     Step::Break(d) => {
                         self.push_run(&data, &mut stamps, run, i, offset, segment);
                         self.discontinuity(d, &mut segment, 0);
+                        rate_window = (now, 0);
                         run = i;
                     }
                     Step::Release(d) => {
-                        if let Some(d) = d {
+                        if let Some((d, keep)) = d {
+                            // The first `keep` held samples were late pushes before the loss.
+                            self.push_held_part(&mut held, keep, offset, segment);
                             self.discontinuity(d, &mut segment, 0);
+                            rate_window = (now, 0);
                         }
                         self.push_held(&mut held, offset, segment);
                         run = i;
@@ -308,11 +312,9 @@ impl Acquirer {
                 rate_window = (now, 0);
             }
         }
-        // Samples still held when the thread stops end the stream as a segment of their own
-        // (as `GapDetector::segment_all` ends a recording).
-        if let Some(d) = gaps.flush() {
-            self.discontinuity(d, &mut segment, 0);
-        }
+        // Samples still held when the thread stops end the current segment (as
+        // `GapDetector::segment_all` ends a recording).
+        gaps.flush();
         self.push_held(&mut held, offset, segment);
         self.stats.connected.store(false, Ordering::Relaxed);
     }
@@ -348,6 +350,22 @@ impl Acquirer {
             StreamStats::add(&self.stats.non_finite_samples, bad as u64);
             self.emit(IngestEvent::NonFinite { samples: bad });
         }
+    }
+
+    /// Appends the first `n` held samples to the ring and drops them from the hold.
+    fn push_held_part(&mut self, held: &mut (Vec<f32>, Vec<f64>), n: usize, offset: f64, segment: u32) {
+        if n == 0 {
+            return;
+        }
+        let c = self.channels;
+        held.1[..n].iter_mut().for_each(|t| *t += offset);
+        let bad = self.writer.push(&held.0[..n * c], &held.1[..n], segment);
+        if bad > 0 {
+            StreamStats::add(&self.stats.non_finite_samples, bad as u64);
+            self.emit(IngestEvent::NonFinite { samples: bad });
+        }
+        held.0.drain(..n * c);
+        held.1.drain(..n);
     }
 
     /// Appends the held samples to the ring and empties the hold.

@@ -39,9 +39,10 @@ pub enum Step {
     Break(Discontinuity),
     /// Keep it (and the following ones) aside until the detector has decided.
     Hold,
-    /// Decided: the held samples, then this one, continue the current segment (None) or
-    /// start a new one after a discontinuity.
-    Release(Option<Discontinuity>),
+    /// Decided: the held samples, then this one, continue the current segment (None), or
+    /// the first `keep` held samples continue it and the rest, then this one, start a new
+    /// segment after the discontinuity.
+    Release(Option<(Discontinuity, usize)>),
 }
 
 /// Jitter assumed before any was measured (seconds, RMS).
@@ -53,6 +54,8 @@ const JITTER_HALF_LIFE_S: f64 = 5.0;
 pub const CONFIRM_S: f64 = 1.0;
 /// A sample must be at least this much earlier than the fit to be a clock reset.
 pub const RESET_S: f64 = 0.02;
+/// The same in the first 2 s of a segment, while the line rests on few pushes.
+const EARLY_RESET_S: f64 = 0.25;
 
 #[derive(Debug, Clone)]
 pub struct GapDetector {
@@ -158,15 +161,32 @@ impl GapDetector {
             }
             self.held.push(t);
             if self.held.len() > self.confirm {
-                // Still late after CONFIRM_S of samples: they were lost.
-                let missing = ((self.held_late / self.period).round() as u64).max(1);
+                // Still late after CONFIRM_S of samples: samples were lost. The loss is the
+                // lateness the stream settled at; it happened before the first held sample
+                // that is that late (the ones before it were merely late pushes).
+                let c = self.clock.as_ref().expect("regular stream");
+                let base = c.samples();
+                let late = |i: usize, h: f64| h - c.at((base + i as u64) as f64);
+                let settled = late(self.held.len() - 1, t);
+                let keep = (0..self.held.len()).find(|&i| late(i, self.held[i]) >= settled - tol).unwrap_or(0);
+                let missing = ((settled / self.period).round() as u64).max(1);
+                let before: Vec<f64> = self.held.drain(..keep).collect();
+                for h in before {
+                    let c = self.clock.as_ref().expect("regular stream");
+                    let d = h - c.at(c.samples() as f64);
+                    self.accept(h, d, false);
+                }
                 self.restart_with_held();
                 self.last = Some(t);
-                return Step::Release(Some(Discontinuity::Gap { missing, seconds: missing as f64 * self.period }));
+                let gap = Discontinuity::Gap { missing, seconds: missing as f64 * self.period };
+                return Step::Release(Some((gap, keep)));
             }
             return Step::Hold;
         }
-        if !t.is_finite() || dev < -tol.max(RESET_S) {
+        // Early samples: a clock reset once the segment's line is established (before,
+        // the first samples may themselves have been pushed late and anchored it late).
+        let established = clock.samples() as f64 * self.period >= 2.0;
+        if !t.is_finite() || dev < -tol.max(if established { RESET_S } else { EARLY_RESET_S }) {
             let step = t - self.last.unwrap_or(t);
             let clock = self.clock.as_mut().expect("regular stream");
             clock.reset();
@@ -183,17 +203,19 @@ impl GapDetector {
         Step::Accept
     }
 
-    /// The stream ends while samples are held: they start a new segment (what would
-    /// have followed them cannot be known).
-    pub fn flush(&mut self) -> Option<Discontinuity> {
-        if self.held.is_empty() {
-            return None;
+    /// The stream ends while samples are held: they end the current segment (nothing
+    /// followed them to tell a late push from a loss). Returns how many were held.
+    pub fn flush(&mut self) -> usize {
+        let n = self.held.len();
+        let mut held = std::mem::take(&mut self.held);
+        for &h in &held {
+            let c = self.clock.as_ref().expect("held samples only on regular streams");
+            let d = h - c.at(c.samples() as f64);
+            self.accept(h, d, false);
         }
-        let missing = ((self.held_late / self.period).round() as u64).max(1);
-        let last = *self.held.last().expect("not empty");
-        self.restart_with_held();
-        self.last = Some(last);
-        Some(Discontinuity::Gap { missing, seconds: missing as f64 * self.period })
+        held.clear();
+        self.held = held;
+        n
     }
 
     /// Segments a whole record as the live acquisition does (one number per sample).
@@ -214,19 +236,19 @@ impl GapDetector {
                     out.push(u32::MAX);
                 }
                 Step::Release(d) => {
+                    let n = out.len();
+                    let keep = d.map_or(held, |(_, k)| k);
+                    out[n - held..n - held + keep].iter_mut().for_each(|s| *s = seg);
                     if d.is_some() {
                         seg += 1;
                     }
-                    let n = out.len();
-                    out[n - held..].iter_mut().for_each(|s| *s = seg);
+                    out[n - held + keep..].iter_mut().for_each(|s| *s = seg);
                     held = 0;
                     out.push(seg);
                 }
             }
         }
-        if g.flush().is_some() {
-            seg += 1;
-        }
+        g.flush();
         let n = out.len();
         out[n - held..].iter_mut().for_each(|s| *s = seg);
         out
@@ -243,7 +265,7 @@ mod tests {
         let mut found = Vec::new();
         for &t in ts {
             match g.observe(t) {
-                Step::Break(d) | Step::Release(Some(d)) => found.push(d),
+                Step::Break(d) | Step::Release(Some((d, _))) => found.push(d),
                 _ => {}
             }
         }

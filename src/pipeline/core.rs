@@ -136,6 +136,7 @@ pub struct DecoderCore {
     paired: Vec<Paired>,
     /// Time of the newest input sample (fitted clock).
     newest_t: f64,
+    markers_expected: bool,
     sequence: u64,
     stats: Arc<PipelineStats>,
 }
@@ -221,6 +222,7 @@ impl DecoderCore {
             paired: Vec::new(),
             onsets,
             newest_t: f64::NEG_INFINITY,
+            markers_expected: true,
             segment: None,
             sequence: 0,
             stats: Arc::new(PipelineStats::default()),
@@ -266,6 +268,11 @@ impl DecoderCore {
                 }
             }
         )
+    }
+    /// Whether a marker stream feeds this core. Without one, trigger/photodiode onsets are
+    /// decoded at once instead of waiting for a label (`pair_window_s` + the slack).
+    pub fn set_markers_expected(&mut self, expected: bool) {
+        self.markers_expected = expected;
     }
     /// Where onsets come from, in words.
     pub fn onset_source(&self) -> String {
@@ -331,7 +338,9 @@ impl DecoderCore {
     /// Decodes whatever windows are ready (also after markers arrived late).
     pub fn poll(&mut self, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
         if self.onsets.is_some() {
-            self.pairing.resolve(self.newest_t, PAIRING_SLACK_S, &mut self.paired);
+            // Without markers nothing can label an onset: resolve it at once.
+            let now = if self.markers_expected { self.newest_t } else { f64::INFINITY };
+            self.pairing.resolve(now, PAIRING_SLACK_S, &mut self.paired);
             let source = self.onset_source();
             for p in self.paired.drain(..) {
                 match p {

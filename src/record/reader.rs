@@ -188,7 +188,7 @@ pub fn parse_xdf(bytes: &[u8], p: &str) -> Result<XdfFile, XdfError> {
         return Err(XdfError::NotXdf { path: p });
     }
     let mut file = XdfFile::default();
-    let mut c = Cursor { b: &bytes, pos: 4 };
+    let mut c = Cursor { b: bytes, pos: 4 };
     while c.pos < bytes.len() {
         let chunk_start = c.pos;
         let res = (|| -> Result<(), String> {

@@ -68,6 +68,7 @@ pub fn decode_offline(
     })?;
     let desc = description(meg);
     let mut core = DecoderCore::new(encoder, gallery, &desc, config)?;
+    core.set_markers_expected(marker_stream(f).is_some());
     let ts = corrected_timestamps(meg);
     let mut markers: Vec<Marker> = match marker_stream(f) {
         Some(m) => corrected_timestamps(m)
