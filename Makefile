@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 DURATION ?= 0
 CARGO_TEST_THREADS ?= 2
 
-.PHONY: all native venv build test test-rust test-python lint bench demo models clean
+.PHONY: all native venv build test test-rust test-python lint bench demo models clean soak
 
 all: build
 
@@ -60,6 +60,10 @@ bench: native
 
 demo: build
 	@./tools/demo.sh $(DURATION)
+
+# One hour under a lab's load (not in CI): SOAK_S=seconds to shorten; out/soak/.
+soak: build venv
+	@./tools/soak.sh
 
 # Rebuild the demo world, model, gallery and generator (heavy: not run in CI).
 models:

@@ -54,9 +54,10 @@ fn decoding(seq: u64, mode: DecodeMode, dim: usize) -> Arc<Decoding> {
         mode,
         marker: (mode == DecodeMode::EventLocked)
             .then(|| MarkerRef { text: format!("img_{seq:04}"), timestamp: seq as f64 }),
-        window_start: seq as f64,
-        window_end: seq as f64 + 1.5,
-        decoded_at: seq as f64 + 1.55,
+        // Fresh: the window ended just now (subscribers drop decodings older than 2 s).
+        window_start: meg_decoder::lsl::local_clock().unwrap() - 1.5,
+        window_end: meg_decoder::lsl::local_clock().unwrap(),
+        decoded_at: meg_decoder::lsl::local_clock().unwrap() + 0.05,
         latency_s: 0.05,
         encoder_s: 0.0001,
         embedding: vec![seq as f32; dim],
@@ -89,9 +90,15 @@ async fn two_subscribers_receive_the_same_decodings_in_order() {
         s.state.hub.publish(decoding(i, if i % 5 == 0 { DecodeMode::EventLocked } else { DecodeMode::Continuous }, 32));
     }
     let (mut ga, mut gb) = (Vec::new(), Vec::new());
+    // The same decodings; only the age at send time is each subscriber's own.
+    let unaged = |mut m: proto::Decoding| {
+        assert!(m.age_ms >= 0.0 && m.age_ms < 2000.0, "age {}", m.age_ms);
+        m.age_ms = 0.0;
+        m
+    };
     for _ in 0..50 {
-        ga.push(a.message().await.unwrap().unwrap());
-        gb.push(b.message().await.unwrap().unwrap());
+        ga.push(unaged(a.message().await.unwrap().unwrap()));
+        gb.push(unaged(b.message().await.unwrap().unwrap()));
     }
     assert_eq!(ga, gb);
     assert!(ga.windows(2).all(|w| w[1].sequence == w[0].sequence + 1));
@@ -302,4 +309,46 @@ async fn tls_on_the_same_port() {
         Ok(mut c) => c.get_status(proto::GetStatusRequest {}).await.is_err(),
     };
     assert!(failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_decodings_are_dropped_and_counted_and_latest_only_skips_ahead() {
+    common::init_lsl();
+    let s = start(64, None, None).await;
+    let now = meg_decoder::lsl::local_clock().unwrap();
+    let aged = |seq: u64, age: f64| {
+        let mut d = (*decoding(seq, DecodeMode::Continuous, 4)).clone();
+        d.window_end = now - age;
+        Arc::new(d)
+    };
+    // Bound 0.5 s: a decoding 3 s old is never sent, and the next one says it was missed.
+    let req = proto::SubscribeRequest { max_age_s: 0.5, ..all() };
+    let mut st = client(s.addr).await.subscribe(req).await.unwrap().into_inner();
+    wait_subscribers(&s, 1).await;
+    s.state.hub.publish(aged(0, 3.0));
+    s.state.hub.publish(aged(1, 0.0));
+    let m = st.message().await.unwrap().unwrap();
+    assert_eq!((m.sequence, m.missed), (1, 1));
+    assert!(m.age_ms >= 0.0 && m.age_ms < 500.0, "age {} ms", m.age_ms);
+    drop(st);
+    wait_subscribers(&s, 0).await;
+    // latest_only: a subscriber that fell 20 behind gets the newest, told it missed 19.
+    let req = proto::SubscribeRequest { latest_only: true, ..all() };
+    let mut st = client(s.addr).await.subscribe(req).await.unwrap().into_inner();
+    wait_subscribers(&s, 1).await;
+    let first = s.state.hub.subscribers()[0].clone();
+    for i in 10..30 {
+        s.state.hub.publish(aged(i, 0.0));
+    }
+    let mut got = Vec::new();
+    while got.last().is_none_or(|m: &proto::Decoding| m.sequence < 29) {
+        got.push(st.message().await.unwrap().unwrap());
+    }
+    let missed: u64 = got.iter().map(|m| m.missed).sum();
+    assert_eq!(got.len() as u64 + missed, 20, "received + missed = published");
+    assert!(got.len() < 20, "latest_only skipped nothing: {}", got.len());
+    assert_eq!(first.missed.load(std::sync::atomic::Ordering::Relaxed), missed);
+    // A bound out of range is refused.
+    let e = client(s.addr).await.subscribe(proto::SubscribeRequest { max_age_s: -1.0, ..all() }).await.err().unwrap();
+    assert_eq!(e.code(), Code::InvalidArgument);
 }

@@ -45,6 +45,13 @@ pub struct ClientArgs {
     /// Print the server's status and exit.
     #[arg(long)]
     pub status: bool,
+    /// Never receive a decoding older than this many seconds (window end to send; the
+    /// server's default is 2 s). Dropped ones are counted as missed.
+    #[arg(long)]
+    pub max_age: Option<f64>,
+    /// Closed-loop mode: when behind, skip straight to the newest decoding.
+    #[arg(long)]
+    pub latest_only: bool,
 }
 
 /// Top-1/top-5 hits of event-locked decodings whose marker names an image.
@@ -116,6 +123,8 @@ async fn run_async(a: ClientArgs) -> anyhow::Result<()> {
         image_format: proto::ImageFormat::Png as i32,
         image_size: 0,
         top_k: 5,
+        max_age_s: a.max_age.unwrap_or(0.0),
+        latest_only: a.latest_only,
     };
     let mut stream = client.subscribe(with_token(req, &a.token)?).await?.into_inner();
     let started = Instant::now();
@@ -143,7 +152,7 @@ async fn run_async(a: ClientArgs) -> anyhow::Result<()> {
             let v = serde_json::json!({
                 "sequence": d.sequence, "mode": if d.mode == proto::Mode::EventLocked as i32 { "event_locked" } else { "continuous" },
                 "marker": d.marker, "window_start": d.window_start, "window_end": d.window_end, "decoded_at": d.decoded_at,
-                "latency_ms": d.latency_ms, "encoder_ms": d.encoder_ms, "missed": d.missed, "repaired": d.repaired,
+                "latency_ms": d.latency_ms, "age_ms": d.age_ms, "encoder_ms": d.encoder_ms, "missed": d.missed, "repaired": d.repaired,
                 "top_k": d.top_k.iter().map(|h| serde_json::json!({"image_id": h.image_id, "score": h.score})).collect::<Vec<_>>(),
                 "embedding": d.embedding, "image_sequence": d.image_sequence, "image_bytes": d.image_png.len(),
             });

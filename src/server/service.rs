@@ -57,6 +57,10 @@ impl DecoderState {
     }
 }
 
+/// A decoding older than this (window end to send) is not sent unless the subscriber asks
+/// for another bound.
+pub const DEFAULT_MAX_AGE_S: f64 = 2.0;
+
 pub struct DecoderService {
     state: Arc<DecoderState>,
 }
@@ -88,6 +92,7 @@ fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Dec
         missed,
         repaired: d.repaired,
         encoder_ms: d.encoder_s * 1e3,
+        age_ms: 0.0,
     }
 }
 
@@ -103,6 +108,12 @@ pub fn validate_subscribe(r: &proto::SubscribeRequest) -> Result<(), Status> {
         return Err(Status::invalid_argument(format!(
             "unknown image_format {}: only IMAGE_FORMAT_PNG (1) is supported",
             r.image_format
+        )));
+    }
+    if !r.max_age_s.is_finite() || !(0.0..=3600.0).contains(&r.max_age_s) {
+        return Err(Status::invalid_argument(format!(
+            "max_age_s must be 0 (the default, 2 s) to 3600 seconds, got {:e}",
+            r.max_age_s
         )));
     }
     if r.image_size > 2048 {
@@ -128,6 +139,7 @@ impl proto::decoder_server::Decoder for DecoderService {
         };
         let min_gap =
             (req.max_rate_hz > 0.0 && req.max_rate_hz < 1e6).then(|| Duration::from_secs_f64(1.0 / req.max_rate_hz));
+        let max_age = if req.max_age_s > 0.0 { req.max_age_s } else { DEFAULT_MAX_AGE_S };
         let sub = self.state.hub.subscribe(peer);
         let hub = self.state.hub.clone();
         // The stream reads the subscriber's broadcast receiver directly: no task or queue
@@ -150,6 +162,21 @@ impl proto::decoder_server::Decoder for DecoderService {
                         let status = Status::unavailable("meg-decoder is shutting down; reconnect when it is back");
                         return Some((Err(status), (sub, req, missed, last_cont, true)));
                     };
+                    let mut next = next;
+                    // Closed loop: when behind, only the newest counts.
+                    if req.latest_only {
+                        while matches!(next, Ok(_)) && !sub.decodings.is_empty() {
+                            match sub.decodings.try_recv() {
+                                Ok(newer) => {
+                                    missed += 1;
+                                    sub.stats.missed.fetch_add(1, Ordering::Relaxed);
+                                    hub.missed_total.fetch_add(1, Ordering::Relaxed);
+                                    next = Ok(newer);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     let d = match next {
                         Ok(d) => d,
                         Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -172,7 +199,16 @@ impl proto::decoder_server::Decoder for DecoderService {
                     if d.mode == DecodeMode::Continuous {
                         last_cont = Some(Instant::now());
                     }
+                    // Fresh or told: too old to be of use is dropped and counted.
+                    let age = crate::lsl::local_clock().map_or(0.0, |now| now - d.window_end);
+                    if age > max_age {
+                        missed += 1;
+                        sub.stats.missed.fetch_add(1, Ordering::Relaxed);
+                        hub.missed_total.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     let mut msg = to_pb(&d, &req, missed);
+                    msg.age_ms = age * 1e3;
                     if req.include_images && sub.images.has_changed().unwrap_or(false) {
                         let img = sub.images.borrow_and_update().clone();
                         if let Some(img) = img {
