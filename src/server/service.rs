@@ -165,7 +165,7 @@ impl proto::decoder_server::Decoder for DecoderService {
                     let mut next = next;
                     // Closed loop: when behind, only the newest counts.
                     if req.latest_only {
-                        while matches!(next, Ok(_)) && !sub.decodings.is_empty() {
+                        while next.is_ok() && !sub.decodings.is_empty() {
                             match sub.decodings.try_recv() {
                                 Ok(newer) => {
                                     missed += 1;
