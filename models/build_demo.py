@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageDraw
 from scipy import signal
 
-from contract import write_contract
+from contract import resample_kernel, write_contract
 
 HERE = pathlib.Path(__file__).resolve().parent
 FS_IN, FS_MODEL = 1000.0, 120.0
@@ -147,13 +147,8 @@ def world_kernels(nfeat, k_len=800, fs=1000.0):
     return np.array(ks)
 
 
-def kernel(tau, fin, fout):
-    ratio = min(fout / fin, 1.0)
-    cutoff = 0.5 * CUTOFF * ratio
-    hw = HALF_WIDTH_OUT * max(fin / fout, 1.0)
-    r = tau / hw
-    w = np.where(np.abs(r) < 1, np.i0(KAISER_BETA * np.sqrt(np.clip(1 - r * r, 0, None))) / np.i0(KAISER_BETA), 0.0)
-    return 2 * cutoff * np.sinc(2 * cutoff * tau) * w, hw
+# The service's resampler kernel, from the contract's reference preprocessing.
+kernel = resample_kernel
 
 
 def resample_like_service(x):

@@ -189,7 +189,7 @@ pub fn evoked_delay_s(sos: &[Biquad], lo: f64, hi: f64, fs: f64) -> f64 {
     let bins: Vec<(f64, f64, C)> = (0..=200)
         .map(|i| {
             let f = (lo + (hi - lo) * i as f64 / 200.0).max(1e-3);
-            let h = response(sos, f, fs);
+            let h = freq_response(sos, f, fs);
             let p = h.0 * h.0 + h.1 * h.1;
             (f, p / f, h)
         })
@@ -207,7 +207,7 @@ pub fn evoked_delay_s(sos: &[Biquad], lo: f64, hi: f64, fs: f64) -> f64 {
 }
 
 /// H(e^{i 2 pi f / fs}) of the cascade.
-fn response(sos: &[Biquad], f: f64, fs: f64) -> C {
+fn freq_response(sos: &[Biquad], f: f64, fs: f64) -> C {
     let w = 2.0 * PI * f / fs;
     let z1 = C(w.cos(), -w.sin());
     let z2 = z1.mul(z1);
@@ -220,15 +220,8 @@ fn response(sos: &[Biquad], f: f64, fs: f64) -> C {
 
 /// |H(f)| of the cascade.
 pub fn magnitude(sos: &[Biquad], f: f64, fs: f64) -> f64 {
-    let w = 2.0 * PI * f / fs;
-    let z1 = C(w.cos(), -w.sin());
-    let z2 = z1.mul(z1);
-    sos.iter().fold(1.0, |acc, s| {
-        let num = C(s.b[0], 0.0).add(z1.scale(s.b[1])).add(z2.scale(s.b[2]));
-        let den = C(1.0, 0.0).add(z1.scale(s.a[1])).add(z2.scale(s.a[2]));
-        let h = num.div(den);
-        acc * (h.0 * h.0 + h.1 * h.1).sqrt()
-    })
+    let h = freq_response(sos, f, fs);
+    (h.0 * h.0 + h.1 * h.1).sqrt()
 }
 
 /// Seconds until the cascade's impulse response has delivered all but `residual` of its
@@ -256,15 +249,7 @@ mod tests {
     use super::*;
 
     fn response(sos: &[Biquad], f: f64, fs: f64) -> f64 {
-        let w = 2.0 * PI * f / fs;
-        let z1 = C(w.cos(), -w.sin());
-        let z2 = z1.mul(z1);
-        sos.iter().fold(1.0, |acc, s| {
-            let num = C(s.b[0], 0.0).add(z1.scale(s.b[1])).add(z2.scale(s.b[2]));
-            let den = C(1.0, 0.0).add(z1.scale(s.a[1])).add(z2.scale(s.a[2]));
-            let h = num.div(den);
-            acc * (h.0 * h.0 + h.1 * h.1).sqrt()
-        })
+        magnitude(sos, f, fs)
     }
 
     #[test]
