@@ -10,14 +10,10 @@ use std::time::{Duration, Instant};
 
 use meg_decoder::server::proto;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `serve` with every thread running (markers, generator, recording), `thread` set to
 /// panic 2 s after it starts.
 fn serve(name: &str, thread: &str, dir: &std::path::Path, degraded: bool) -> (common::Reaper, u16) {
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = common::bin();
     cmd.current_dir(common::repo())
         .args(["serve", "--model", "models/demo", "--stream-name", name, "--markers-name", &format!("{name}-m")])
@@ -150,9 +146,7 @@ fn a_marker_source_that_restarts_is_found_again_and_its_outage_shows() {
     let name = common::unique("mk");
     let markers = format!("{name}-m");
     let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
-    let python = std::env::var_os("MEG_DECODER_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| common::repo().join(".venv/bin/python"));
+    let python = common::python();
     let start_markers = |prefix: &str, seconds: &str| {
         let mut c = common::Reaper(
             std::process::Command::new(&python)
@@ -168,7 +162,7 @@ fn a_marker_source_that_restarts_is_found_again_and_its_outage_shows() {
         c
     };
     let mut first = start_markers("a", "6");
-    let port = free_port();
+    let port = common::free_port();
     let _serve = common::Reaper(
         common::bin()
             .current_dir(common::repo())
@@ -179,11 +173,7 @@ fn a_marker_source_that_restarts_is_found_again_and_its_outage_shows() {
             .spawn()
             .unwrap(),
     );
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_port(&format!("127.0.0.1:{port}"));
     let client = common::bin()
         .args(["client", "--addr", &format!("http://127.0.0.1:{port}"), "--json", "--event-locked-only"])
         .args(["--duration", "18"])

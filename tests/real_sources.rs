@@ -28,13 +28,9 @@ use meg_decoder::pipeline::{
 };
 use meg_decoder::simulate::{self, EvokedWorld, SimulatorConfig, Stamping};
 
-fn python() -> PathBuf {
-    std::env::var_os("MEG_DECODER_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv/bin/python"))
-}
-
 /// Exports a probe encoder with models/probe_model.py (onnx + contract.py, as a lab would).
 fn probe(dir: &Path, args: &[&str]) -> PathBuf {
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .arg(common::repo().join("models/probe_model.py"))
         .arg(dir)
         .args(args)
@@ -477,7 +473,7 @@ fn service_preprocessing_matches_the_python_reference_of_the_contract() {
         input = input.display().to_string(),
         meta = meta_json.to_string(),
     );
-    let out = Command::new(python()).args(["-c", &script]).output().expect("python with scipy (make venv)");
+    let out = Command::new(common::python()).args(["-c", &script]).output().expect("python with scipy (make venv)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let py: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(rust.len() > 1000 && (rust.len() as i64 - py.len() as i64).abs() <= 1, "{} vs {}", rust.len(), py.len());
@@ -516,7 +512,7 @@ while True:
     time.sleep(1)
 "#;
     let path = common::repo().join("../shared/data/real-meg").join(file);
-    let mut child = Command::new(python())
+    let mut child = Command::new(common::python())
         .args(["-c", script, path.to_str().unwrap(), name])
         .env("LSLAPICFG", cfg)
         .stdout(Stdio::piped())
@@ -532,28 +528,6 @@ while True:
     }
     let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("player said {line:?}: {e}"));
     Player { _child: common::Reaper(child), info }
-}
-
-/// The one XDF file below `dir`.
-fn walk_xdf(dir: &Path) -> PathBuf {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "xdf") {
-                found.push(p);
-            }
-        }
-    }
-    assert_eq!(found.len(), 1, "{found:?}");
-    found.remove(0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `inspect-stream` sees the player's stream as MNE reads the file, then `serve
@@ -623,7 +597,7 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
             "0.5",
         ],
     );
-    let port = free_port();
+    let port = common::free_port();
     let rec = tmp.path().join("rec");
     std::fs::create_dir_all(&rec).unwrap();
     let mut serve = common::Reaper(
@@ -636,11 +610,7 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
             .spawn()
             .unwrap(),
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "serve did not start for the real recording");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_port(&format!("127.0.0.1:{port}"));
     let out = common::bin()
         .args(["client", "--addr", &format!("http://127.0.0.1:{port}"), "--json", "--embedding", "--max-rate", "0"])
         .args(["--count", "10", "--duration", "20"])
@@ -660,7 +630,9 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
     drop(player);
     // The session file holds the recording's own values (as float32, which the header
     // says), in the player's loop order.
-    let xdf = walk_xdf(&rec);
+    let mut found = common::xdf_files(&rec);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let xdf = found.remove(0);
     let check = r#"
 import json, sys
 import numpy as np, pyxdf, mne
@@ -680,7 +652,7 @@ else:
 print(json.dumps({"n": len(x), "aligned": ok, "max_abs_error": float(err), "labels_match": [c["label"][0] for c in s["info"]["desc"][0]["channels"][0]["channel"]] == raw.ch_names}))
 "#;
     let path = common::repo().join("../shared/data/real-meg").join(file);
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .args(["-c", check, xdf.to_str().unwrap(), path.to_str().unwrap(), &name])
         .output()
         .unwrap();

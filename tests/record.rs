@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -17,12 +17,8 @@ use meg_decoder::pipeline::{DecodeMode, Decoding};
 use meg_decoder::record::{read_xdf, Recorder, RecorderControl, RecorderSources, RecordingLabels};
 use meg_decoder::simulate::{self, LayoutKind, SimulatorConfig};
 
-fn python() -> PathBuf {
-    std::env::var_os("MEG_DECODER_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv/bin/python"))
-}
-
 fn pyxdf(path: &Path) -> serde_json::Value {
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .arg(common::repo().join("tests/common/pyxdf_summary.py"))
         .arg(path)
         .output()
@@ -38,31 +34,6 @@ fn stream<'a>(v: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
         .iter()
         .find(|s| s["type"] == kind)
         .unwrap_or_else(|| panic!("no {kind} stream in {v}"))
-}
-
-fn xdf_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in walk(dir) {
-        if e.extension().is_some_and(|x| x == "xdf") {
-            out.push(e);
-        }
-    }
-    out
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                v.extend(walk(&p));
-            } else {
-                v.push(p);
-            }
-        }
-    }
-    v
 }
 
 #[test]
@@ -149,26 +120,13 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
     assert_eq!(f.by_type("MEG").unwrap().timestamps.len() as u64, report.samples);
 }
 
-/// Waits until `addr` accepts TCP connections.
-fn wait_port(addr: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "server at {addr} did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn sigkill_mid_session_still_loads_up_to_the_last_second() {
     common::init_lsl();
     let name = common::unique("kill");
     let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let d = dir.path().to_str().unwrap();
     let mut serve = common::Reaper(common::spawn(&[
@@ -184,12 +142,12 @@ fn sigkill_mid_session_still_loads_up_to_the_last_second() {
         "--subject",
         "K1",
     ]));
-    wait_port(&listen);
+    common::wait_port(&listen);
     std::thread::sleep(Duration::from_secs(3));
     serve.0.kill().unwrap(); // SIGKILL
     let killed_at = lsl::local_clock().unwrap();
     let _ = serve.0.wait();
-    let files = xdf_files(dir.path());
+    let files = common::xdf_files(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
     let v = pyxdf(&files[0]);
     let meg = stream(&v, "MEG");
@@ -214,7 +172,7 @@ fn damaged_file_replays_the_readable_part_and_names_the_offset() {
     // Long enough that the part before the damage holds windows past the settle period.
     std::thread::sleep(Duration::from_secs(7));
     unsafe_free_sigterm(&mut serve.0);
-    let path = xdf_files(dir.path()).pop().unwrap();
+    let path = common::xdf_files(dir.path()).pop().unwrap();
     let whole = read_xdf(&path).unwrap();
     assert!(whole.damage.is_empty());
     let n_whole = whole.by_type("MEG").unwrap().timestamps.len();
@@ -267,7 +225,7 @@ fn simulate_and_record(
         "--isi",
         isi,
     ]));
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let serve = common::Reaper(
         common::bin()
             .current_dir(common::repo())
@@ -291,7 +249,7 @@ fn simulate_and_record(
             .spawn()
             .unwrap(),
     );
-    wait_port(&listen);
+    common::wait_port(&listen);
     (sim, serve, listen)
 }
 
@@ -333,7 +291,7 @@ fn live_decodings_equal_offline_replay_of_the_recording() {
         String::from_utf8_lossy(&client.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(live.len() > 30, "only {} live decodings", live.len());
     assert!(live.iter().any(|d| d["mode"] == "event_locked"), "no event-locked decodings live");
-    let path = xdf_files(dir.path()).pop().unwrap();
+    let path = common::xdf_files(dir.path()).pop().unwrap();
     let out_path = dir.path().join("offline.jsonl");
     let out = common::bin()
         .current_dir(common::repo())
@@ -376,7 +334,7 @@ fn write_error_stops_recording_and_decoding_goes_on() {
     let name = common::unique("full");
     let dir = tempfile::tempdir().unwrap();
     let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     // A file-size limit of 2000 KiB (~1.6 s of 306 ch x 1000 Hz) acts like a full disk (EFBIG on write); SIGXFSZ ignored.
     let (_, cfg) = common::init_lsl();
@@ -395,7 +353,7 @@ fn write_error_stops_recording_and_decoding_goes_on() {
             .spawn()
             .unwrap(),
     );
-    wait_port(&listen);
+    common::wait_port(&listen);
     std::thread::sleep(Duration::from_secs(3));
     let status = common::bin().args(["client", "--addr", &format!("http://{listen}"), "--status"]).output().unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
@@ -409,7 +367,7 @@ fn write_error_stops_recording_and_decoding_goes_on() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
     unsafe_free_sigterm(&mut serve.0);
     // What was written before the error still loads.
-    let files = xdf_files(dir.path());
+    let files = common::xdf_files(dir.path());
     let v = pyxdf(&files[0]);
     assert!(stream(&v, "MEG")["n"].as_u64().unwrap() > 100);
 }
@@ -498,7 +456,7 @@ fn sigterm_with_subscribers_and_a_recording_stops_cleanly_within_the_timeout() {
         generated = common::repo().join("clients/python/generated").display().to_string(),
     );
     let mut stalled = common::Reaper(
-        Command::new(python()).args(["-c", &stalled]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
+        Command::new(common::python()).args(["-c", &stalled]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
     );
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stalled.0.stdout.take().unwrap()), &mut line).unwrap();
@@ -524,7 +482,7 @@ fn sigterm_with_subscribers_and_a_recording_stops_cleanly_within_the_timeout() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let files = xdf_files(dir.path());
+    let files = common::xdf_files(dir.path());
     assert_eq!(files.len(), 1);
     let v = pyxdf(&files[0]);
     let meg = stream(&v, "MEG");
@@ -597,7 +555,7 @@ fn int16_and_float64_sources_from_mne_lsl_are_recorded_as_pushed() {
         let name = common::unique(&format!("fmt-{dtype}"));
         let dir = tempfile::tempdir().unwrap();
         let mut src = common::Reaper(
-            Command::new(python())
+            Command::new(common::python())
                 .args(["-c", PEER_SOURCE, &name, dtype, "6"])
                 .env("LSLAPICFG", lsl_cfg)
                 .stdout(std::process::Stdio::piped())
@@ -608,14 +566,14 @@ fn int16_and_float64_sources_from_mne_lsl_are_recorded_as_pushed() {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(src.0.stdout.take().unwrap()), &mut line).unwrap();
         // A model for these channels, so `serve` runs as a lab would run it on this source.
         let model = dir.path().join("model");
-        let out = Command::new(python())
+        let out = Command::new(common::python())
             .arg(common::repo().join("models/probe_model.py"))
             .arg(&model)
             .args(["--kind", "rms", "--channels", "MEG001", "MEG002", "--window-samples", "30", "--window-start", "0"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", common::free_port());
         let mut serve = common::Reaper(
             common::bin()
                 .args(["serve", "--stream-name", &name, "--model", model.to_str().unwrap(), "--no-markers"])
@@ -626,8 +584,9 @@ fn int16_and_float64_sources_from_mne_lsl_are_recorded_as_pushed() {
         );
         let _ = src.0.wait();
         unsafe_free_sigterm(&mut serve.0);
-        let path = xdf_files(dir.path()).pop().unwrap();
-        let out = Command::new(python()).args(["-c", PEER_CHECK, path.to_str().unwrap(), dtype]).output().unwrap();
+        let path = common::xdf_files(dir.path()).pop().unwrap();
+        let out =
+            Command::new(common::python()).args(["-c", PEER_CHECK, path.to_str().unwrap(), dtype]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         eprintln!("{dtype} source recorded: {v}");

@@ -251,7 +251,7 @@ impl Acquirer {
                     if (o - offset).abs() > OFFSET_STEP_S && self.stats.samples.load(Ordering::Relaxed) > 0 {
                         // The clocks were stepped (e.g. NTP on either PC): the local times
                         // of what follows do not continue what came before.
-                        self.discontinuity(Discontinuity::ClockReset { step_s: o - offset }, &mut segment, 0);
+                        self.discontinuity(Discontinuity::ClockReset { step_s: o - offset }, &mut segment);
                     }
                     offset = o;
                     self.stats.set_clock_offset(o);
@@ -274,7 +274,7 @@ impl Acquirer {
                     }
                     Step::Break(d) => {
                         self.push_run(&data, &mut stamps, run, i, offset, segment);
-                        self.discontinuity(d, &mut segment, 0);
+                        self.discontinuity(d, &mut segment);
                         rate_window = (now, 0);
                         run = i;
                     }
@@ -282,7 +282,7 @@ impl Acquirer {
                         if let Some((d, keep)) = d {
                             // The first `keep` held samples were late pushes before the loss.
                             self.push_held_part(&mut held, keep, offset, segment);
-                            self.discontinuity(d, &mut segment, 0);
+                            self.discontinuity(d, &mut segment);
                             rate_window = (now, 0);
                         }
                         self.push_held(&mut held, offset, segment);
@@ -320,7 +320,7 @@ impl Acquirer {
     }
 
     /// Handles one discontinuity: counts it, opens a new segment, reports it.
-    fn discontinuity(&self, d: Discontinuity, segment: &mut u32, _at: usize) {
+    fn discontinuity(&self, d: Discontinuity, segment: &mut u32) {
         *segment += 1;
         match d {
             Discontinuity::Gap { missing, seconds } => {
@@ -370,17 +370,8 @@ impl Acquirer {
 
     /// Appends the held samples to the ring and empties the hold.
     fn push_held(&mut self, held: &mut (Vec<f32>, Vec<f64>), offset: f64, segment: u32) {
-        if held.1.is_empty() {
-            return;
-        }
-        held.1.iter_mut().for_each(|t| *t += offset);
-        let bad = self.writer.push(&held.0, &held.1, segment);
-        if bad > 0 {
-            StreamStats::add(&self.stats.non_finite_samples, bad as u64);
-            self.emit(IngestEvent::NonFinite { samples: bad });
-        }
-        held.0.clear();
-        held.1.clear();
+        let n = held.1.len();
+        self.push_held_part(held, n, offset, segment);
     }
 
     /// Pulls what is buffered; if nothing is, sleeps in `pull_sample` for up to 50 ms.

@@ -325,10 +325,14 @@ impl DecoderCore {
                 }
                 scheduler.ready_epochs(buf, requests);
             });
-            self.newest_t = self.pre.clock().at((self.pre.inputs() - 1) as f64);
-            if let Some(o) = self.onsets.as_mut().and_then(|d| d.push(row, self.newest_t)) {
-                self.stats.onsets_detected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.pairing.add_onset(o);
+            // Onsets on a channel of the stream, stamped by the same fitted clock (only
+            // when a trigger or photodiode is in use: markers need no per-sample work).
+            if let Some(d) = self.onsets.as_mut() {
+                self.newest_t = self.pre.clock().at((self.pre.inputs() - 1) as f64);
+                if let Some(o) = d.push(row, self.newest_t) {
+                    self.stats.onsets_detected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.pairing.add_onset(o);
+                }
             }
         }
         self.stats.repaired_samples.store(self.pre.repaired_samples, std::sync::atomic::Ordering::Relaxed);

@@ -135,14 +135,13 @@ impl OnsetDetector {
                 None => Err(EventError::NoSuchChannel {
                     key,
                     label: label.chars().take(64).collect(),
-                    sample: channels
-                        .iter()
-                        .filter(|c| !crate::pipeline::is_brain_type(&c.kind))
-                        .chain(channels.iter())
-                        .take(6)
-                        .map(|c| format!("'{}'", c.label))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    // The stream's non-sensor channels (where a trigger lives), else any.
+                    sample: {
+                        let other: Vec<&ChannelInfoData> =
+                            channels.iter().filter(|c| !crate::pipeline::is_brain_type(&c.kind)).collect();
+                        let shown = if other.is_empty() { channels.iter().collect() } else { other };
+                        shown.iter().take(6).map(|c| format!("'{}'", c.label)).collect::<Vec<_>>().join(", ")
+                    },
                 }),
             }
         };

@@ -63,3 +63,40 @@ impl Drop for Reaper {
         let _ = self.0.wait();
     }
 }
+
+/// The Python with the field's tools (pyxdf, MNE, MNE-LSL, onnx, scipy): `make venv`'s.
+pub fn python() -> PathBuf {
+    std::env::var_os("MEG_DECODER_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits (up to 30 s) until `addr` accepts TCP connections.
+pub fn wait_port(addr: &str) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "server at {addr} did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Every `.xdf` file below `dir`.
+pub fn xdf_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "xdf") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
