@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 DURATION ?= 0
 CARGO_TEST_THREADS ?= 2
 
-.PHONY: all native venv build test test-rust test-python lint bench demo models clean soak
+.PHONY: all native venv build test test-python bench demo models clean soak
 
 all: build
 
@@ -31,13 +31,14 @@ all: build
 native: .stamp-apt
 	@./tools/fetch-native.sh
 
-# Python for the example client and the tests' peers: pyxdf, MNE, MNE-LSL, onnx, scipy (pinned).
+# Python for the client package (editable) and the tests' peers: pyxdf, MNE, MNE-LSL,
+# onnx, scipy, pylsl (pinned).
 venv: $(VENV)/.ok
-$(VENV)/.ok: clients/python/requirements.txt tests/requirements.txt proto/megdecoder/v1/decoder.proto .stamp-apt
+$(VENV)/.ok: clients/python/requirements.txt tests/requirements.txt clients/python/pyproject.toml .stamp-apt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r clients/python/requirements.txt -r tests/requirements.txt
-	$(PY) clients/python/generate_stubs.py
+	$(PY) -m pip install --quiet -e './clients/python[mne,test]'
 	@touch $@
 
 build: native
@@ -48,7 +49,22 @@ test: native venv
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
 	set -o pipefail; MEG_DECODER_PYTHON=$(PY) cargo test --release --locked --lib --bins --tests -- --test-threads=$(CARGO_TEST_THREADS) 2>&1 | tee out/test.log
-	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "all tests: %d passed, %d failed\n", p, f}' out/test.log
+	$(MAKE) --no-print-directory test-python
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "rust tests: %d passed, %d failed\n", p, f}' out/test.log
+	@tail -n 1 out/test-python.log
+
+# The Python client as a lab installs it: a fresh venv, `pip install ./clients/python[mne,test]`
+# (a wheel build, not editable), its stubs checked against the proto, its tests against
+# the release binary that `cargo test --release` just built.
+CLIENT_VENV := $(ROOT)/out/venv-client
+test-python: venv
+	rm -rf $(CLIENT_VENV)
+	python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLIENT_VENV)/bin/python -m pip install --quiet './clients/python[mne,test]'
+	$(CLIENT_VENV)/bin/python clients/python/generate_stubs.py --check
+	set -o pipefail; cd clients/python && MEG_DECODER_BIN=$(ROOT)/target/release/meg-decoder \
+	  $(CLIENT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/out/test-python.log
 
 # Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses.
 bench: native

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,13 +85,10 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The Python example client at the same time.
-    let python = std::env::var_os("MEG_DECODER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::repo().join(".venv/bin/python"));
-    let py = std::process::Command::new(python)
-        .arg(common::repo().join("clients/python/meg_decoder_client.py"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--count", "20", "--json"])
+    // The Python client package's console entry point at the same time.
+    let py = std::process::Command::new(common::python())
+        .args(["-m", "meg_decoder_client", "--addr", &format!("127.0.0.1:{port}"), "--count", "20", "--json"])
+        .args(["--embedding", "--max-rate", "0"])
         .output()
         .expect("python client (make venv)");
     assert!(py.status.success(), "python client: {}", String::from_utf8_lossy(&py.stderr));

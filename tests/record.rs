@@ -449,11 +449,10 @@ fn sigterm_with_subscribers_and_a_recording_stops_cleanly_within_the_timeout() {
         })
         .collect();
     let stalled = format!(
-        "import sys, time, grpc\nsys.path.insert(0, {generated:?})\n\
-         from megdecoder.v1 import decoder_pb2 as pb, decoder_pb2_grpc as rpc\n\
+        "import sys, time, grpc\n\
+         from meg_decoder_client._pb import decoder_pb2 as pb, decoder_pb2_grpc as rpc\n\
          it = rpc.DecoderStub(grpc.insecure_channel({listen:?})).Subscribe(pb.SubscribeRequest(include_embedding=True))\n\
          next(it)\nprint('subscribed', flush=True)\ntime.sleep(60)\n",
-        generated = common::repo().join("clients/python/generated").display().to_string(),
     );
     let mut stalled = common::Reaper(
         Command::new(common::python()).args(["-c", &stalled]).stdout(std::process::Stdio::piped()).spawn().unwrap(),

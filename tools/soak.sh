@@ -2,13 +2,13 @@
 # `make soak` (not in CI): the service under a lab's load for SOAK_S seconds (default one
 # hour): the simulator (float64, push-stamped, 1% off nominal, trigger channel, jittered
 # markers), `serve` recording the session, three subscribers of different speeds (a full
-# console client, one limited to 2 decodings/s, a Python grpcio client reading one
-# message per second). Samples serve's RSS and open fds every 10 s, stops it with SIGTERM,
+# console client, one limited to 2 decodings/s, a script using the Python client package
+# that reads one decoding per second with max_age_s = 2). Samples serve's RSS and open fds every 10 s, stops it with SIGTERM,
 # checks the recording with pyxdf and prints a summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SOAK_S=${SOAK_S:-3600}
-BIN=./target/release/meg-decoder
+BIN=${BIN:-./target/release/meg-decoder}
 PY=${PY:-.venv/bin/python}
 export LSLAPICFG=${LSLAPICFG:-$PWD/deploy/lsl_api.loopback.cfg}
 export MEG_DECODER_LOG=${MEG_DECODER_LOG:-warn}
@@ -34,14 +34,14 @@ $BIN client --addr http://127.0.0.1:$PORT --json --max-rate 2 > "$OUT/slow.jsonl
 pids+=($!)
 $PY - "$PORT" > "$OUT/python.jsonl" 2>"$OUT/python.err" <<'PYEOF' &
 import json, sys, time
-sys.path.insert(0, "clients/python/generated")
-import grpc
-from megdecoder.v1 import decoder_pb2 as pb, decoder_pb2_grpc as rpc
-stub = rpc.DecoderStub(grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}"))
+import grpc, pylsl
+import meg_decoder_client as mdc
 try:
-    for d in stub.Subscribe(pb.SubscribeRequest(include_embedding=True)):
-        print(json.dumps({"sequence": d.sequence, "missed": d.missed}), flush=True)
-        time.sleep(1.0)
+    with mdc.Client(f"127.0.0.1:{sys.argv[1]}") as c, c.subscribe(max_age_s=2.0) as sub:
+        for d in sub:
+            age = pylsl.local_clock() - d.window_end
+            print(json.dumps({"sequence": d.sequence, "missed": d.missed, "age_s": age}), flush=True)
+            time.sleep(1.0)
 except grpc.RpcError as e:
     print(json.dumps({"end": str(e.code())}), flush=True)
 PYEOF
@@ -68,6 +68,7 @@ meg = [s for s in streams if s["info"]["type"][0] == "MEG"][0]
 footer = int(meg["footer"]["info"]["sample_count"][0]) if meg.get("footer") else None
 lines = lambda f: [json.loads(l) for l in open(f"{out}/{f}") if l.strip().startswith("{")]
 fast, slow, py = lines("fast.jsonl"), lines("slow.jsonl"), lines("python.jsonl")
+pys = [d for d in py if "sequence" in d]
 print(json.dumps({
     "samples": len(rows), "rss_mb_after_warmup": rss[warm] / 1024, "rss_mb_end": rss[-1] / 1024,
     "rss_growth_mb": (rss[-1] - rss[warm]) / 1024, "fds_after_warmup": fds[warm], "fds_end": fds[-1],
@@ -75,5 +76,8 @@ print(json.dumps({
     "fast_received": len(fast), "fast_missed": sum(d.get("missed", 0) for d in fast),
     "slow_received": len(slow), "python_received": len([d for d in py if "sequence" in d]),
     "python_missed": sum(d.get("missed", 0) for d in py),
+    "python_max_age_s": max((d["age_s"] for d in py if "age_s" in d), default=None),
+    "python_received_plus_missed_vs_sequence_span": (sum(1 + d["missed"] for d in pys[1:]),
+                         pys[-1]["sequence"] - pys[0]["sequence"]) if len(pys) > 1 else None,
 }, indent=1))
 PYEOF

@@ -85,7 +85,16 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| ServerError::Transport(e.to_string()))?;
     let decoder = DecoderServer::with_interceptor(DecoderService::new(state), BearerAuth::new(opts.token));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Decodings are small messages sent as they are made: Nagle's algorithm would hold
+    // one back for the peer's delayed ACK (up to ~40 ms on Linux), so it is off on every
+    // connection (tonic's own `tcp_nodelay` applies only to listeners it binds itself).
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        })
+    });
     let router = builder.add_service(health).add_service(reflection).add_service(decoder);
     let fut = async move {
         let res = router
