@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use meg_decoder::model::Hit;
 use meg_decoder::pipeline::{DecodeMode, Decoding, PipelineStats};
 use meg_decoder::server::proto::{self, decoder_client::DecoderClient};
-use meg_decoder::server::{serve, DecoderState, Hub, ModelInfo, ServeOptions};
+use meg_decoder::server::{serve, DecoderState, Hub, ServeOptions};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 fn now() -> f64 {
@@ -71,6 +71,7 @@ async fn round(addr: std::net::SocketAddr, hub: Arc<Hub>, subscribers: usize, se
             embedding: vec![0.5; 768],
             top_k: (0..5).map(|k| Hit { image_id: format!("img_{k:04}"), index: k, score: 0.9 }).collect(),
             repaired: false,
+            model: std::sync::Arc::from("test@000000000000"),
         };
         hub.publish(Arc::new(d));
     }
@@ -90,12 +91,14 @@ fn main() {
             hub: Hub::new(1024),
             streams: Vec::new(),
             rings: Vec::new(),
-            model: ModelInfo::default(),
+            model: Default::default(),
             pipeline: Arc::new(PipelineStats::default()),
-            gallery: None,
+            gallery: Default::default(),
             images_generated: Arc::new(AtomicU64::new(0)),
             recorder: None,
             failure: Default::default(),
+            switcher: None,
+            allow_load_model: false,
         });
         let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), token: None, tls: None };
         let (addr, fut) = serve(state.clone(), opts, std::future::pending()).await.unwrap();

@@ -2,27 +2,30 @@
 //!
 //! ```text
 //! MegAcquisition ─▶ RingBuffer ─┬─▶ LivePipeline (DecoderCore) ─┬─▶ Hub ──▶ gRPC subscribers
-//! MarkerAcquisition ─(markers)──┤                               ├─▶ ImageWorker ─▶ Hub (images)
-//!                               └─▶ Recorder ◀──(markers, decodings)┘
+//! MarkerAcquisition ─(markers)──┤         ▲                     ├─▶ ImageWorker ─▶ Hub (images)
+//!                               │   ModelSwitcher (LoadModel, SIGHUP)
+//!                               └─▶ Recorder ◀──(markers, decodings, switches)┘
 //! ```
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 
 use crate::config::Config;
 use crate::ingest::{AcquisitionConfig, MarkerAcquisition, MegAcquisition, StreamQuery};
-use crate::model::{Encoder, EncoderOptions, Gallery, Generator, ModelDir};
+use crate::model::EncoderOptions;
 use crate::pipeline::{DecoderCore, ImageWorker, LivePipeline, PipelineConfig};
 use crate::record::{Recorder, RecorderSources, RecordingLabels};
-use crate::server::{DecoderState, Hub, ModelInfo, StreamHandle};
+use crate::server::{DecoderState, Hub, StreamHandle};
+use crate::swap::{model_info, LoadedModel, ModelSwitcher};
 
 /// Everything that runs, kept alive together.
 pub struct App {
     pub state: Arc<DecoderState>,
     pub pipeline: LivePipeline,
     pub recorder: Option<Arc<Recorder>>,
+    pub switcher: Arc<ModelSwitcher>,
     acquisition: MegAcquisition,
     markers: Option<MarkerAcquisition>,
 }
@@ -32,23 +35,14 @@ impl App {
     /// clearly on any bad input.
     pub fn start(cfg: &Config, origin: &str) -> anyhow::Result<Self> {
         cfg.validate(origin)?;
-        let model = ModelDir::open(&cfg.model.dir)?;
         let opts = EncoderOptions {
             intra_threads: cfg.model.intra_threads,
             execution_provider: cfg.model.execution_provider,
             warmup_runs: 3,
         };
-        let encoder = Encoder::load(&model.encoder, &opts)?;
+        let LoadedModel { encoder, gallery, generator, .. } = LoadedModel::load(&cfg.model.dir, &opts)?;
         let contract = encoder.contract().clone();
         tracing::info!("model {}", contract.summary());
-        let gallery = match &model.gallery {
-            Some(dir) => Some(Arc::new(Gallery::load(dir)?)),
-            None => None,
-        };
-        let generator = match &model.generator {
-            Some(p) => Some(Generator::load(p, contract.embedding_dim, &opts)?),
-            None => None,
-        };
 
         let mut acq_cfg =
             AcquisitionConfig::new(StreamQuery::from_config(&cfg.stream.name, &cfg.stream.kind, &cfg.stream.source_id));
@@ -105,6 +99,7 @@ impl App {
         tracing::info!("preprocessing: {}", core.preprocessing_summary());
         let hub = Hub::new(cfg.server.hub_capacity);
         let (to_recorder_d, recorder_decodings) = crossbeam_channel::bounded(4096);
+        let (to_recorder_n, recorder_notes) = crossbeam_channel::bounded(64);
         let recorder = if recording {
             let metadata = serde_json::json!({
                 "model": {"name": contract.name, "sha256": core.encoder().sha256(), "dir": cfg.model.dir},
@@ -117,25 +112,21 @@ impl App {
                 meg_stats: acquisition.stats.clone(),
                 markers: markers.as_ref().map(|m| (m.description.clone(), recorder_markers)),
                 decodings: recorder_decodings,
+                notes: Some(recorder_notes),
                 metadata,
             };
             Some(Recorder::start(cfg.recording.dir.clone(), sources)?)
         } else {
             None
         };
-        let model_info = ModelInfo {
-            name: contract.name.clone(),
-            contract: format!("{} | {}", contract.summary(), core.preprocessing_summary()),
-            sha256: core.encoder().sha256().to_string(),
-            embedding_space: contract.embedding_space.clone(),
-            embedding_dim: contract.embedding_dim,
-            generator: generator.is_some(),
-        };
-        let images = generator.map(|g| {
+        let model_info = model_info(&core, generator.is_some());
+        let sha = model_info.sha256.clone();
+        // Always running (idle without a generator), so a model swapped in can bring one.
+        let images = {
             let hub = hub.clone();
-            ImageWorker::start(g, vec![Box::new(move |img| hub.publish_image(img.clone()))])
-        });
-        let images_generated = images.as_ref().map_or_else(Default::default, |w| w.generated.clone());
+            ImageWorker::start(generator, vec![Box::new(move |img| hub.publish_image(img.clone()))])
+        };
+        let images_generated = images.generated.clone();
         let mut sinks: Vec<crate::pipeline::DecodingSink> = Vec::new();
         let h = hub.clone();
         sinks.push(Box::new(move |d| h.publish(d.clone())));
@@ -153,7 +144,31 @@ impl App {
             };
             r.start_from(labels, Some(start))?;
         }
-        let pipeline = LivePipeline::start(core, acquisition.ring.clone(), pipeline_markers, sinks, images, start);
+        let (to_pipeline_models, switches) = crossbeam_channel::bounded(1);
+        let pipeline =
+            LivePipeline::start(core, acquisition.ring.clone(), pipeline_markers, sinks, Some(images), start, switches);
+        let model = Arc::new(RwLock::new(model_info));
+        let gallery = Arc::new(RwLock::new(gallery));
+        let model_root = if cfg.server.model_root.as_os_str().is_empty() {
+            cfg.model.dir.canonicalize()?.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+        } else {
+            cfg.server.model_root.clone()
+        };
+        let switcher = Arc::new(ModelSwitcher {
+            stream: acquisition.description.clone(),
+            config: pc,
+            opts,
+            ring: acquisition.ring.clone(),
+            seg_offset: pipeline.seg_offset.clone(),
+            to_pipeline: to_pipeline_models,
+            model_root,
+            current: Mutex::new((cfg.model.dir.canonicalize()?, sha)),
+            model: model.clone(),
+            gallery: gallery.clone(),
+            notes: recording.then_some(to_recorder_n),
+            switches: Default::default(),
+            markers_expected: markers.is_some(),
+        });
         let mut streams =
             vec![StreamHandle { description: acquisition.description.clone(), stats: acquisition.stats.clone() }];
         if let Some(m) = &markers {
@@ -163,14 +178,18 @@ impl App {
             hub,
             streams,
             rings: vec![(acquisition.description.name.clone(), acquisition.ring.clone())],
-            model: model_info,
+            model,
             pipeline: pipeline.stats.clone(),
             gallery,
             images_generated,
             recorder: recorder.clone().map(|r| r as Arc<dyn crate::record::RecorderControl>),
             failure: Default::default(),
+            switcher: Some(switcher.clone()),
+            allow_load_model: cfg.server.allow_load_model
+                || !cfg.server.token_file.as_os_str().is_empty()
+                || std::env::var("MEG_DECODER_TOKEN").is_ok_and(|t| !t.is_empty()),
         });
-        Ok(Self { state, pipeline, recorder, acquisition, markers })
+        Ok(Self { state, pipeline, recorder, switcher, acquisition, markers })
     }
 
     /// The failure slots of every long-lived thread (acquisition, markers, pipeline,
@@ -200,13 +219,41 @@ impl App {
     }
 }
 
+/// Re-reads the configuration (the file and the command line, as at start).
+pub type Reload = Arc<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
 /// Runs the whole service until `shutdown` resolves.
 pub async fn run(
     cfg: Config,
     origin: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_reload(cfg, origin, shutdown, None).await
+}
+
+/// [`run`], and on SIGHUP re-reads the configuration with `reload`: a changed model
+/// directory (or a changed encoder file in the same one) is switched in live; other
+/// changed settings are logged as needing a restart.
+pub async fn run_with_reload(
+    cfg: Config,
+    origin: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    reload: Option<Reload>,
+) -> anyhow::Result<()> {
     let app = tokio::task::block_in_place(|| App::start(&cfg, origin))?;
+    let hangup = reload.map(|reload| {
+        let (switcher, started) = (app.switcher.clone(), cfg.clone());
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                tracing::warn!("no SIGHUP handler: the model cannot be reloaded by signal");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let (reload, switcher, started) = (reload.clone(), switcher.clone(), started.clone());
+                let _ = tokio::task::spawn_blocking(move || reload_on_hangup(&reload, &switcher, &started)).await;
+            }
+        })
+    });
     let token = if cfg.server.token_file.as_os_str().is_empty() {
         std::env::var("MEG_DECODER_TOKEN").ok().filter(|t| !t.is_empty())
     } else {
@@ -284,6 +331,9 @@ pub async fn run(
         m.abort();
     }
     monitor.abort();
+    if let Some(h) = hangup {
+        h.abort();
+    }
     tokio::task::block_in_place(|| app.shutdown());
     if let Some(t) = since {
         tracing::info!("shutdown complete {:.2} s after the signal", t.elapsed().as_secs_f64());
@@ -292,6 +342,40 @@ pub async fn run(
         anyhow::bail!("{why}; stopped so that the supervisor (systemd, Kubernetes) restarts the service (server.on_thread_failure = \"degraded\" keeps it running unhealthy instead)");
     }
     res.map_err(Into::into)
+}
+
+/// SIGHUP: re-reads the configuration and switches to its model if that changed. Errors
+/// are logged; the running model goes on.
+fn reload_on_hangup(reload: &Reload, switcher: &ModelSwitcher, started: &Config) {
+    let cfg = match reload() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: the configuration could not be re-read ({e:#}); the running model goes on");
+            return;
+        }
+    };
+    let mut same = cfg.clone();
+    same.model.dir = started.model.dir.clone();
+    if same != *started {
+        tracing::warn!("SIGHUP: settings other than model.dir changed; they take effect at the next restart");
+    }
+    let dir = match cfg.model.dir.canonicalize() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("SIGHUP: model.dir {}: {e}; the running model goes on", cfg.model.dir.display());
+            return;
+        }
+    };
+    let sha = std::fs::read(dir.join("encoder.onnx")).map(|b| crate::model::sha256_hex(&b)).unwrap_or_default();
+    if dir == switcher.current_dir() && sha == switcher.current_sha() {
+        tracing::info!("SIGHUP: model {} unchanged", dir.display());
+        return;
+    }
+    tracing::info!("SIGHUP: loading model {}", dir.display());
+    match switcher.switch_to(&dir) {
+        Ok(r) => tracing::info!("SIGHUP: now decoding with {} (from decoding #{})", r.model.id, r.done.first_sequence),
+        Err(e) => tracing::error!("SIGHUP: {e}; the running model goes on"),
+    }
 }
 
 /// The model directory shipped with the project: the brain module trained on the demo world.

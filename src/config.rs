@@ -107,6 +107,10 @@ pub struct ServerSection {
     /// When a thread of the service dies: `exit` (non-zero, so systemd/Kubernetes restart
     /// it) or `degraded` (keep serving, health NOT_SERVING, the error in GetStatus).
     pub on_thread_failure: OnThreadFailure,
+    /// Model directories LoadModel may load (empty: the running model's parent directory).
+    pub model_root: PathBuf,
+    /// Let LoadModel run without a bearer token (only on a trusted network).
+    pub allow_load_model: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -194,6 +198,8 @@ impl Default for ServerSection {
             hub_capacity: 1024,
             shutdown_timeout_s: 3.0,
             on_thread_failure: OnThreadFailure::Exit,
+            model_root: PathBuf::new(),
+            allow_load_model: false,
         }
     }
 }
@@ -373,6 +379,9 @@ impl Config {
             if !p.as_os_str().is_empty() && !p.is_file() {
                 return bad(key, format!("{} does not exist", p.display()));
             }
+        }
+        if !self.server.model_root.as_os_str().is_empty() && !self.server.model_root.is_dir() {
+            return bad("server.model_root", format!("{} is not a directory", self.server.model_root.display()));
         }
         if !self.recording.dir.as_os_str().is_empty() {
             crate::record::check_dir(&self.recording.dir).map_err(|e| ConfigError::Invalid {

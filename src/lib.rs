@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod record;
 pub mod server;
 pub mod simulate;
+pub mod swap;
 pub mod worker;

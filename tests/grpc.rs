@@ -26,12 +26,14 @@ async fn start(capacity: usize, token: Option<&str>, tls: Option<TlsFiles>) -> S
         hub: Hub::new(capacity),
         streams: Vec::new(),
         rings: Vec::new(),
-        model: ModelInfo { name: "test".into(), ..Default::default() },
+        model: Arc::new(std::sync::RwLock::new(ModelInfo { name: "test".into(), ..Default::default() })),
         pipeline: Arc::new(PipelineStats::default()),
-        gallery: Some(Arc::new(gallery)),
+        gallery: Arc::new(std::sync::RwLock::new(Some(Arc::new(gallery)))),
         images_generated: Arc::new(AtomicU64::new(0)),
         recorder: None,
         failure: Default::default(),
+        switcher: None,
+        allow_load_model: false,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), token: token.map(String::from), tls };
@@ -63,6 +65,7 @@ fn decoding(seq: u64, mode: DecodeMode, dim: usize) -> Arc<Decoding> {
         embedding: vec![seq as f32; dim],
         top_k: vec![Hit { image_id: "img_0001".into(), index: 1, score: 0.5 }],
         repaired: false,
+        model: std::sync::Arc::from("test@000000000000"),
     })
 }
 

@@ -64,6 +64,7 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
         meg_stats: acq.stats.clone(),
         markers: Some((markers.description.clone(), mrx)),
         decodings: drx,
+        notes: None,
         metadata: serde_json::json!({"test": true}),
     };
     let rec = Recorder::start(dir.path().to_path_buf(), sources).unwrap();
@@ -82,6 +83,7 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
             embedding: vec![0.25; 8],
             top_k: Vec::new(),
             repaired: false,
+            model: std::sync::Arc::from("test@000000000000"),
         };
         dtx.send(Arc::new(d)).unwrap();
     }

@@ -187,7 +187,10 @@ impl ServeArgs {
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     let (cfg, origin) = a.effective()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(meg_decoder::app::run(cfg, &origin, shutdown_signal()))
+    // SIGHUP re-reads the configuration file and flags as at start (a new model.dir is
+    // switched in live).
+    let reload: meg_decoder::app::Reload = std::sync::Arc::new(move || a.effective().map(|(c, _)| c));
+    rt.block_on(meg_decoder::app::run_with_reload(cfg, &origin, shutdown_signal(), Some(reload)))
 }
 
 async fn shutdown_signal() {

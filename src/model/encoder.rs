@@ -61,12 +61,17 @@ pub struct Encoder {
     input_name: String,
 }
 
+/// The sha256 of a model file, as GetStatus and decodings report it (hex).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// Opens an ONNX file as a session (shared by the encoder and the generator).
 pub(super) fn open_session(path: &Path, opts: &EncoderOptions) -> Result<(Session, String), ModelError> {
     let env = runtime::environment().map_err(ModelError::Runtime)?;
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| ModelError::File { path: p.clone(), why: e.to_string() })?;
-    let sha = hex(&sha2::Sha256::digest(&bytes));
+    let sha = sha256_hex(&bytes);
     let mut builder = Session::builder(env)
         .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(Into::into))
         .and_then(|b| b.with_intra_threads(opts.intra_threads.max(1)).map_err(Into::into))

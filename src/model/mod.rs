@@ -18,7 +18,7 @@ mod runtime;
 use std::path::{Path, PathBuf};
 
 pub use contract::{ContractError, FilterPhase, ModelContract, ScalerSpec};
-pub use encoder::{Encoder, EncoderOptions, ExecutionProvider, ModelError};
+pub use encoder::{sha256_hex, Encoder, EncoderOptions, ExecutionProvider, ModelError};
 pub use gallery::{Gallery, Hit};
 pub use generator::{encode_png, Generator, RgbImage};
 pub use runtime::environment as onnx_runtime;

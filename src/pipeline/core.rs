@@ -110,6 +110,12 @@ pub enum PipelineError {
     Config(String),
 }
 
+/// How decodings name their model: the contract's name and the first 12 hex digits of
+/// the encoder's sha256.
+pub fn model_id(name: &str, sha256: &str) -> String {
+    format!("{name}@{}", &sha256[..sha256.len().min(12)])
+}
+
 /// Seconds a trigger onset waits for its marker beyond the pairing window (the marker
 /// stream's own delivery latency).
 const PAIRING_SLACK_S: f64 = 0.5;
@@ -139,6 +145,11 @@ pub struct DecoderCore {
     markers_expected: bool,
     sequence: u64,
     stats: Arc<PipelineStats>,
+    /// Which model made the decodings ("name@sha256-prefix"), on every decoding.
+    model_id: Arc<str>,
+    /// Catching up on the stream's past before taking over from another core: windows
+    /// are prepared but neither decoded nor counted.
+    priming: bool,
 }
 
 impl DecoderCore {
@@ -226,6 +237,8 @@ impl DecoderCore {
             segment: None,
             sequence: 0,
             stats: Arc::new(PipelineStats::default()),
+            model_id: Arc::from(model_id(&contract.name, encoder.sha256())),
+            priming: false,
             gallery,
             encoder,
             pre,
@@ -242,6 +255,37 @@ impl DecoderCore {
     }
     pub fn stats(&self) -> &Arc<PipelineStats> {
         &self.stats
+    }
+    /// "name@sha256-prefix" of the model, as every decoding carries it.
+    pub fn model_id(&self) -> &Arc<str> {
+        &self.model_id
+    }
+    /// The sequence number the next decoding gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Feeds samples from the stream's recent past to a core that is about to take over
+    /// from another ([`DecoderCore::take_over`]): filters, clock fit, scaler and buffer
+    /// catch up; no window is decoded or counted.
+    pub fn prime(&mut self, rows: &[f32], timestamps: &[f64], segments: &[u32]) {
+        self.priming = true;
+        self.push_samples(rows, timestamps, segments, &|| 0.0, &mut |_| {});
+    }
+
+    /// Takes over from `old` between two chunks of samples (a window boundary: no window
+    /// is half-decoded), after both saw the same samples: sequence numbers and counters go
+    /// on, and the markers and onsets `old` had not decoded yet are decoded by this core.
+    pub fn take_over(&mut self, old: &mut DecoderCore) {
+        self.priming = false;
+        self.requests.clear();
+        self.sequence = old.sequence;
+        self.stats = old.stats.clone();
+        self.markers_expected = old.markers_expected;
+        self.scheduler.replace_pending(old.scheduler.take_pending());
+        if self.onsets.is_some() && old.onsets.is_some() {
+            std::mem::swap(&mut self.pairing, &mut old.pairing);
+        }
     }
     pub fn config(&self) -> &PipelineConfig {
         &self.config
@@ -368,6 +412,11 @@ impl DecoderCore {
             }
         }
         self.scheduler.ready_epochs(&self.buf, &mut self.requests);
+        if self.priming {
+            // Whatever completes on the past was decoded by the core this one replaces.
+            self.requests.clear();
+            return;
+        }
         let mut requests = std::mem::take(&mut self.requests);
         let mut ready = std::mem::take(&mut self.ready);
         for r in requests.drain(..) {
@@ -455,6 +504,7 @@ impl DecoderCore {
                 embedding,
                 top_k,
                 repaired,
+                model: self.model_id.clone(),
             };
             self.sequence += 1;
             self.stats.record(&d);

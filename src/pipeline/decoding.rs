@@ -42,6 +42,13 @@ pub struct Decoding {
     pub top_k: Vec<Hit>,
     /// A NaN/Inf sample was repaired inside this window.
     pub repaired: bool,
+    /// The model that made it: "name@sha256-prefix" (changes when a model is swapped in).
+    #[serde(serialize_with = "serialize_str")]
+    pub model: std::sync::Arc<str>,
+}
+
+fn serialize_str<S: serde::Serializer>(s: &std::sync::Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
 }
 
 /// Why a window was not decoded.

@@ -1,7 +1,7 @@
 //! [`LivePipeline`]: the decoding thread that follows the ring buffer, and the
 //! [`ImageWorker`] that runs the generator apart from it (latest-wins).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -76,20 +76,25 @@ impl GeneratedImage {
 pub type ImageSink = Box<dyn FnMut(&GeneratedImage) + Send>;
 
 type Slot = Arc<(Mutex<Option<(u64, Vec<f32>)>>, Condvar)>;
+/// A generator to use from the next image on (`Some(None)`: none, the new model has none).
+type NextGenerator = Arc<Mutex<Option<Option<Generator>>>>;
 
 /// Runs the generator on its own thread, always on the newest embedding submitted:
 /// older ones that it had no time for are dropped (and counted).
 pub struct ImageWorker {
     slot: Slot,
+    next: NextGenerator,
     pub generated: Arc<AtomicU64>,
     thread: StoppableThread,
 }
 
 impl ImageWorker {
-    pub fn start(mut generator: Generator, mut sinks: Vec<ImageSink>) -> Self {
+    /// Starts the worker (idle while `generator` is None, until one is swapped in).
+    pub fn start(mut generator: Option<Generator>, mut sinks: Vec<ImageSink>) -> Self {
         let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
+        let next: NextGenerator = Arc::new(Mutex::new(None));
         let generated = Arc::new(AtomicU64::new(0));
-        let (slot2, gen2) = (slot.clone(), generated.clone());
+        let (slot2, gen2, next2) = (slot.clone(), generated.clone(), next.clone());
         let thread = StoppableThread::spawn("generator".into(), move |stop| loop {
             let job = {
                 let (lock, cv) = &*slot2;
@@ -100,6 +105,10 @@ impl ImageWorker {
                 g.take()
             };
             let Some((sequence, embedding)) = job else { break };
+            if let Some(g) = next2.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                generator = g;
+            }
+            let Some(generator) = generator.as_mut() else { continue };
             match generator.generate(&embedding).and_then(|im| {
                 let png = im.to_png().map_err(crate::model::ModelError::Run)?;
                 Ok((im, png))
@@ -119,7 +128,14 @@ impl ImageWorker {
             }
         })
         .expect("spawn generator thread");
-        Self { slot, generated, thread }
+        Self { slot, next, generated, thread }
+    }
+
+    /// Draws with `generator` from the next image on (a model swapped in); an embedding
+    /// of the previous model still waiting is dropped.
+    pub fn replace(&self, generator: Option<Generator>) {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(generator);
+        *self.slot.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Hands the newest embedding over (never blocks on generation).
@@ -141,10 +157,34 @@ impl ImageWorker {
     }
 }
 
+/// A model taking over decoding (built by [`crate::swap::ModelSwitcher`]): its core, primed
+/// on the ring's samples up to `position` (segments numbered with `seg_offset`).
+pub struct ModelSwitch {
+    pub core: DecoderCore,
+    pub position: u64,
+    pub seg_offset: u32,
+    pub generator: Option<Generator>,
+    pub reply: crossbeam_channel::Sender<Result<SwitchDone, String>>,
+}
+
+/// A switch the pipeline made.
+#[derive(Debug, Clone)]
+pub struct SwitchDone {
+    /// The first decoding of the new model gets this sequence number.
+    pub first_sequence: u64,
+    /// When the pipeline switched (local LSL clock).
+    pub at: f64,
+    /// The model it replaced ("name@sha").
+    pub previous: Arc<str>,
+}
+
 /// The decoding thread: follows the ring buffer from its current head, feeds the
-/// [`DecoderCore`], and hands each decoding to the sinks and the image worker.
+/// [`DecoderCore`], and hands each decoding to the sinks and the image worker. A
+/// [`ModelSwitch`] replaces the core between two chunks of samples.
 pub struct LivePipeline {
     pub stats: Arc<PipelineStats>,
+    /// Added to the ring's segment numbers after an overrun (a primed core must use the same).
+    pub seg_offset: Arc<AtomicU32>,
     thread: StoppableThread,
     generator: Option<crate::worker::Failure>,
 }
@@ -157,10 +197,13 @@ impl LivePipeline {
         mut sinks: Vec<DecodingSink>,
         images: Option<ImageWorker>,
         start: u64,
+        switches: Receiver<ModelSwitch>,
     ) -> Self {
         let stats = core.stats().clone();
         let stats2 = stats.clone();
         let generator = images.as_ref().map(ImageWorker::failure);
+        let seg_offset_shared = Arc::new(AtomicU32::new(0));
+        let seg_offset_out = seg_offset_shared.clone();
         let thread = StoppableThread::spawn("pipeline".into(), move |stop| {
             let images = images;
             let chunk = 512usize;
@@ -179,7 +222,25 @@ impl LivePipeline {
                 let d = Arc::new(d);
                 sinks.iter_mut().for_each(|s| s(&d));
             };
+            let mut switch: Option<ModelSwitch> = None;
             while !stop.is_set() {
+                if switch.is_none() {
+                    switch = switches.try_recv().ok();
+                }
+                // The old core decodes up to the sample the new one was primed to; then the
+                // new one catches up on what the old one saw since, and takes over.
+                if let Some(sw) = switch.take_if(|sw| sw.position <= cursor) {
+                    let reply = sw.reply.clone();
+                    let res =
+                        take_over(sw, &mut core, &ring, cursor, seg_offset, &mut data, &mut ts, &mut seg, &mut flags)
+                            .map(|(generator, previous)| {
+                                if let Some(w) = &images {
+                                    w.replace(generator);
+                                }
+                                SwitchDone { first_sequence: core.next_sequence(), at: now(), previous }
+                            });
+                    let _ = reply.send(res);
+                }
                 let mut got_marker = false;
                 for m in markers.try_iter() {
                     core.push_marker(m);
@@ -193,7 +254,8 @@ impl LivePipeline {
                     std::thread::sleep(Duration::from_micros(500));
                     continue;
                 }
-                let n = ((head - cursor) as usize).min(chunk);
+                let until = switch.as_ref().map_or(head, |sw| head.min(sw.position));
+                let n = ((until - cursor) as usize).min(chunk);
                 match ring.read_with_meta(cursor, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n]) {
                     Ok(()) => {
                         if seg_offset > 0 {
@@ -209,13 +271,14 @@ impl LivePipeline {
                         tracing::warn!("pipeline fell behind the ring buffer; skipping {} samples", oldest - cursor);
                         cursor = oldest + chunk as u64;
                         seg_offset = seg_offset.wrapping_add(1 << 24);
+                        seg_offset_shared.store(seg_offset, Ordering::Relaxed);
                     }
                     Err(ReadError::NotYet { .. }) => std::thread::sleep(Duration::from_micros(500)),
                 }
             }
         })
         .expect("spawn pipeline thread");
-        Self { stats, thread, generator }
+        Self { stats, seg_offset: seg_offset_out, thread, generator }
     }
 
     pub fn stop(&mut self) {
@@ -226,4 +289,42 @@ impl LivePipeline {
     pub fn failures(&self) -> Vec<crate::worker::Failure> {
         std::iter::once(self.thread.failure()).chain(self.generator.clone()).collect()
     }
+}
+
+/// Brings `sw.core` from `sw.position` up to `cursor` (what the old core saw since it was
+/// primed) and makes it the pipeline's core. Returns the new model's generator and the
+/// id of the model it replaced.
+#[allow(clippy::too_many_arguments)]
+fn take_over(
+    mut sw: ModelSwitch,
+    core: &mut DecoderCore,
+    ring: &RingBuffer,
+    cursor: u64,
+    seg_offset: u32,
+    data: &mut [f32],
+    ts: &mut [f64],
+    seg: &mut [u32],
+    flags: &mut [u8],
+) -> Result<(Option<Generator>, Arc<str>), String> {
+    if sw.seg_offset != seg_offset {
+        return Err("the pipeline fell behind the ring buffer while the model was loading; try again".into());
+    }
+    let c = ring.channels();
+    let chunk = ts.len();
+    let mut pos = sw.position;
+    while pos < cursor {
+        let n = ((cursor - pos) as usize).min(chunk);
+        ring.read_with_meta(pos, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n])
+            .map_err(|e| format!("the samples the new model needs have left the ring buffer ({e:?}); try again"))?;
+        if seg_offset > 0 {
+            seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
+        }
+        sw.core.prime(&data[..n * c], &ts[..n], &seg[..n]);
+        pos += n as u64;
+    }
+    let previous = core.model_id().clone();
+    sw.core.take_over(core);
+    std::mem::swap(core, &mut sw.core);
+    tracing::info!("model switched: {} -> {} from decoding #{}", previous, core.model_id(), core.next_sequence());
+    Ok((sw.generator.take(), previous))
 }

@@ -19,13 +19,13 @@ mod live;
 mod preprocess;
 mod window;
 
-pub use self::core::{DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
+pub use self::core::{model_id, DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
 pub use decoding::{
     DecodeMode, Decoding, Histogram, LatencySummary, MarkerRef, PipelineStats, SkipReason, ENCODER_BUCKETS,
     LATENCY_BUCKETS, SKIP_REASONS,
 };
 pub use events::{EventConfig, EventError, Onset, OnsetDetector, OnsetPairing, OnsetSource, Paired};
-pub use live::{DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline};
+pub use live::{DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline, ModelSwitch, SwitchDone};
 pub use preprocess::{
     design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_factor, unit_to_si, ChannelMap,
     ChannelMatching, MappingError, ModelSample, Preprocessor,

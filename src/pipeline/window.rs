@@ -144,6 +144,16 @@ impl WindowScheduler {
         self.pending.len()
     }
 
+    /// The markers whose windows have not been decoded yet (handed to another scheduler).
+    pub fn take_pending(&mut self) -> VecDeque<Marker> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Replaces the pending markers (those another scheduler had not decoded yet).
+    pub fn replace_pending(&mut self, pending: VecDeque<Marker>) {
+        self.pending = if self.event_locked { pending } else { VecDeque::new() };
+    }
+
     /// After sample `head - 1` arrived: the continuous window it completes, if any.
     pub fn continuous(&self, buf: &ModelRateBuffer) -> Option<Result<WindowRequest, Skipped>> {
         let hop = self.hop?;

@@ -31,6 +31,9 @@ pub struct RecorderSources {
     pub meg_stats: Arc<StreamStats>,
     pub markers: Option<(StreamDescription, Receiver<Marker>)>,
     pub decodings: Receiver<Arc<Decoding>>,
+    /// Events written into the decodings stream as JSON objects with an "event" key
+    /// (e.g. a model switch), with their time (local LSL clock).
+    pub notes: Option<Receiver<(f64, String)>>,
     /// Session metadata for the file header (model, configuration...).
     pub metadata: serde_json::Value,
 }
@@ -225,6 +228,9 @@ fn run(
                     m.try_iter().for_each(drop);
                 }
                 src.decodings.try_iter().for_each(drop);
+                if let Some(n) = &src.notes {
+                    n.try_iter().for_each(drop);
+                }
             }
         }
     }
@@ -253,7 +259,7 @@ fn open(
     if let Some((d, _)) = &src.markers {
         writer.stream_header(MARKERS_ID, &d.xml).map_err(io)?;
     }
-    let desc = "<decodings><format>one JSON object per sample: sequence, mode, marker, window_start, window_end, decoded_at, latency_s, encoder_s, embedding, top_k, repaired</format></decodings>";
+    let desc = "<decodings><format>one JSON object per sample: sequence, mode, marker, window_start, window_end, decoded_at, latency_s, encoder_s, embedding, top_k, repaired, model; or an event: {event: model_switch, from, to, dir, first_sequence, at}</format></decodings>";
     writer
         .stream_header(
             DECODINGS_ID,
@@ -336,6 +342,13 @@ fn tick(
     }
     strings.clear();
     strings.extend(src.decodings.try_iter().map(|d| (d.decoded_at, decoding_json(&d))));
+    if let Some(notes) = &src.notes {
+        let before = strings.len();
+        strings.extend(notes.try_iter());
+        if strings.len() > before {
+            strings.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+    }
     if !strings.is_empty() {
         a.writer.samples_str(DECODINGS_ID, strings.iter().map(|(t, s)| (*t, s.as_str())))?;
         a.decodings.add(strings[0].0, strings[strings.len() - 1].0, strings.len());

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -27,6 +27,8 @@ pub struct StreamHandle {
 #[derive(Debug, Clone, Default)]
 pub struct ModelInfo {
     pub name: String,
+    /// "name@sha256-prefix", as decodings name their model.
+    pub id: String,
     pub contract: String,
     pub sha256: String,
     pub embedding_space: String,
@@ -40,13 +42,18 @@ pub struct DecoderState {
     pub streams: Vec<StreamHandle>,
     /// Ring buffers by stream name (for fill metrics).
     pub rings: Vec<(String, Arc<crate::ingest::RingBuffer>)>,
-    pub model: ModelInfo,
+    /// The running model (replaced when a model is switched in).
+    pub model: Arc<RwLock<ModelInfo>>,
     pub pipeline: Arc<PipelineStats>,
-    pub gallery: Option<Arc<Gallery>>,
+    pub gallery: Arc<RwLock<Option<Arc<Gallery>>>>,
     pub images_generated: Arc<AtomicU64>,
     pub recorder: Option<Arc<dyn RecorderControl>>,
     /// Why a long-lived thread of the service died (health NOT_SERVING, GetStatus error).
     pub failure: crate::worker::Failure,
+    /// Loads other models while running (None: LoadModel is UNIMPLEMENTED here).
+    pub switcher: Option<Arc<crate::swap::ModelSwitcher>>,
+    /// Whether LoadModel may be called (a token is configured, or explicitly allowed).
+    pub allow_load_model: bool,
 }
 
 impl DecoderState {
@@ -54,6 +61,31 @@ impl DecoderState {
     /// first stream) delivers data.
     pub fn healthy(&self) -> bool {
         self.failure.get().is_none() && self.streams.first().is_none_or(|h| h.stats.snapshot().connected)
+    }
+    /// The running model.
+    pub fn model(&self) -> ModelInfo {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// The running model's gallery.
+    pub fn gallery(&self) -> Option<Arc<Gallery>> {
+        self.gallery.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// The fields of a ModelStatus.
+    pub fn model_status(&self) -> proto::ModelStatus {
+        let m = self.model();
+        let sw = self.switcher.as_ref();
+        proto::ModelStatus {
+            name: m.name,
+            contract: m.contract,
+            sha256: m.sha256,
+            embedding_space: m.embedding_space,
+            embedding_dim: m.embedding_dim as u32,
+            gallery_images: self.gallery().map_or(0, |g| g.len() as u32),
+            generator: m.generator,
+            id: m.id,
+            dir: sw.map(|s| s.current_dir().display().to_string()).unwrap_or_default(),
+            switches: sw.map_or(0, |s| s.switches.load(Ordering::Relaxed)),
+        }
     }
 }
 
@@ -93,6 +125,7 @@ fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Dec
         repaired: d.repaired,
         encoder_ms: d.encoder_s * 1e3,
         age_ms: 0.0,
+        model: d.model.to_string(),
     }
 }
 
@@ -274,15 +307,7 @@ impl proto::decoder_server::Decoder for DecoderService {
         Ok(Response::new(proto::Status {
             error: s.failure.get().unwrap_or_default(),
             streams,
-            model: Some(proto::ModelStatus {
-                name: s.model.name.clone(),
-                contract: s.model.contract.clone(),
-                sha256: s.model.sha256.clone(),
-                embedding_space: s.model.embedding_space.clone(),
-                embedding_dim: s.model.embedding_dim as u32,
-                gallery_images: s.gallery.as_ref().map_or(0, |g| g.len() as u32),
-                generator: s.model.generator,
-            }),
+            model: Some(s.model_status()),
             pipeline: Some(proto::PipelineStatus {
                 decoded: s.pipeline.decoded.load(Ordering::Relaxed),
                 decoded_event_locked: s.pipeline.decoded_event_locked.load(Ordering::Relaxed),
@@ -341,13 +366,50 @@ impl proto::decoder_server::Decoder for DecoderService {
         request: Request<proto::GetGalleryImageRequest>,
     ) -> Result<Response<proto::GalleryImage>, Status> {
         let id = request.into_inner().image_id;
-        let g = self.state.gallery.as_ref().ok_or_else(|| Status::failed_precondition("the model has no gallery"))?;
+        let g = self.state.gallery().ok_or_else(|| Status::failed_precondition("the model has no gallery"))?;
         let shown: String = id.chars().take(64).collect::<String>().escape_default().to_string();
         let more = if id.chars().count() > 64 { "..." } else { "" };
         let i = g.index_of(&id).ok_or_else(|| Status::not_found(format!("no image '{shown}{more}' in the gallery")))?;
         let png =
             g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{shown}'")))?;
         Ok(Response::new(proto::GalleryImage { image_id: id, png }))
+    }
+
+    async fn load_model(
+        &self,
+        request: Request<proto::LoadModelRequest>,
+    ) -> Result<Response<proto::LoadModelResponse>, Status> {
+        let Some(sw) = self.state.switcher.clone() else {
+            return Err(Status::unimplemented("this server cannot switch models"));
+        };
+        if !self.state.allow_load_model {
+            return Err(Status::permission_denied(
+                "LoadModel needs an authenticated caller: start `serve` with --token-file (or set server.allow_load_model = true on a trusted network)",
+            ));
+        }
+        let requested = request.into_inner().model;
+        let dir = sw.resolve(&requested).map_err(switch_status)?;
+        tracing::info!("LoadModel: loading {}", dir.display());
+        let report = tokio::task::spawn_blocking(move || sw.switch_to(&dir))
+            .await
+            .map_err(|e| Status::internal(format!("model loader: {e}")))?
+            .map_err(switch_status)?;
+        Ok(Response::new(proto::LoadModelResponse {
+            model: Some(self.state.model_status()),
+            previous: report.done.previous.to_string(),
+            first_sequence: report.done.first_sequence,
+            switched_at: report.done.at,
+        }))
+    }
+}
+
+fn switch_status(e: crate::swap::SwitchError) -> Status {
+    use crate::swap::SwitchError;
+    match e {
+        SwitchError::NotAllowed(m) => Status::permission_denied(m),
+        SwitchError::NotFound(m) => Status::not_found(m),
+        SwitchError::Rejected(m) => Status::failed_precondition(m),
+        SwitchError::Unavailable(m) => Status::unavailable(m),
     }
 }
 

@@ -78,6 +78,9 @@ def test_bad_requests_are_refused_with_the_reason(simulated):
             c.start_recording("01")
         assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "--record-dir" in e.value.details()
         with pytest.raises(grpc.RpcError) as e:
+            c.load_model("demo")
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "--token-file" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
             c.gallery_image("no-such-image")
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(ValueError, match="https"):

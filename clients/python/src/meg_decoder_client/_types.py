@@ -45,6 +45,7 @@ class Decoding:
     # Age when handed to the caller: window_end to now, in ms (the server's age at send
     # plus the time it waited in this client).
     age_ms: float
+    model: str = ""  # "name@sha256-prefix" of the model that made it
     received_at: float = field(default=0.0, repr=False)  # time.monotonic() on arrival
 
     @property
@@ -71,6 +72,7 @@ class Decoding:
             missed=d.missed,
             repaired=d.repaired,
             age_ms=d.age_ms,
+            model=d.model,
             received_at=received_at,
         )
 

@@ -70,6 +70,14 @@ class Client:
         """One gallery image's PNG bytes, by id (as in Hit.image_id)."""
         return self._call(self._stub.GetGalleryImage, pb.GetGalleryImageRequest(image_id=image_id)).png
 
+    def load_model(self, model, timeout_s=120.0):
+        """Switches the server to another model directory (a name inside its model root)
+        without dropping the stream; needs the server's token. Returns a dict: model (the
+        new ModelStatus), previous, first_sequence, switched_at."""
+        r = self._stub.LoadModel(pb.LoadModelRequest(model=model), metadata=self._metadata, timeout=timeout_s)
+        return json_format.MessageToDict(r, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
     def subscribe(self, *, continuous=True, event_locked=True, include_embedding=True, include_images=False,
                   image_size=0, top_k=0, max_rate_hz=0.0, max_age_s=2.0, latest_only=False,
                   reconnect=False, backoff_s=BACKOFF_S):

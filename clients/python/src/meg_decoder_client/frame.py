@@ -3,7 +3,7 @@ subscriptions (`to_dataframe`) and recorded sessions (`read_session(...).decodin
 import numpy as np
 
 COLUMNS = ["sequence", "mode", "marker", "marker_time", "window_start", "window_end", "decoded_at",
-           "latency_ms", "encoder_ms", "top1", "top_k", "scores", "embedding", "repaired", "missed", "age_ms"]
+           "latency_ms", "encoder_ms", "top1", "top_k", "scores", "embedding", "repaired", "missed", "age_ms", "model"]
 
 
 _OBJECT = ("marker", "top1", "top_k", "scores", "embedding", "mode")

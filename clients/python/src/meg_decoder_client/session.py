@@ -11,8 +11,8 @@ source's true rate is off nominal or the recording has gaps.
 import datetime
 import json
 import warnings
-from dataclasses import dataclass
-from typing import Any, Dict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -58,12 +58,14 @@ def unit_factor(unit):
 @dataclass
 class Session:
     """A recorded session: `raw` (mne.io.Raw), `decodings` and `markers` (DataFrames on
-    the LSL clock), and `metadata` (what the service wrote about itself: model, config)."""
+    the LSL clock), `events` (service events such as model switches, as dicts with a
+    `time`), and `metadata` (what the service wrote about itself: model, config)."""
 
     raw: Any
     decodings: Any
     markers: Any
     metadata: Dict[str, Any]
+    events: List[Dict[str, Any]] = field(default_factory=list)
 
 
 def _first(d, key, default=""):
@@ -104,10 +106,13 @@ def _channels(info, n):
     return names, types, np.asarray(factors)
 
 
-def _decoding_rows(stream):
+def _decoding_rows(stream, events):
     rows = []
-    for (text,) in stream["time_series"]:
+    for (text,), t in zip(stream["time_series"], stream["time_stamps"]):
         d = json.loads(text)
+        if "event" in d:  # e.g. a model switch
+            events.append(dict(d, time=float(t)))
+            continue
         marker = d.get("marker") or {}
         hits = d.get("top_k") or []
         rows.append({
@@ -118,7 +123,7 @@ def _decoding_rows(stream):
             "top1": hits[0]["image_id"] if hits else None, "top_k": [h["image_id"] for h in hits],
             "scores": np.array([h["score"] for h in hits], np.float32),
             "embedding": np.asarray(d.get("embedding") or [], np.float32), "repaired": d["repaired"],
-            "missed": 0, "age_ms": np.nan,
+            "missed": 0, "age_ms": np.nan, "model": d.get("model", ""),
         })
     return rows
 
@@ -173,7 +178,8 @@ def read_session(path, decodings="all"):
         for (text,), t in zip(s["time_series"], s["time_stamps"]):
             marker_rows.append({"time": float(t), "marker": text, "stream": _first(s["info"], "name")})
     markers = pd.DataFrame(marker_rows, columns=["time", "marker", "stream"])
-    dec = frame(_decoding_rows(dec_stream) if dec_stream is not None else [])
+    events = []
+    dec = frame(_decoding_rows(dec_stream, events) if dec_stream is not None else [])
 
     on, dur, desc = [], [], []
     for t, text in zip(markers["time"], markers["marker"]):
@@ -184,6 +190,9 @@ def read_session(path, decodings="all"):
                 continue
             on.append(onset(r.window_start)), dur.append(r.window_end - r.window_start)
             desc.append(f"decoding/{r.mode}/{r.top1}")
+    for e in events:
+        if e.get("event") == "model_switch":
+            on.append(onset(e["time"])), dur.append(0.0), desc.append(f"model/{e.get('to')}")
     on = np.asarray(on, dtype=np.float64)
     keep = np.isfinite(on)
     if len(on):
@@ -196,4 +205,4 @@ def read_session(path, decodings="all"):
             metadata = json.loads(meta_text)
         except ValueError:
             metadata = {"raw": meta_text}
-    return Session(raw=raw, decodings=dec, markers=markers, metadata=metadata)
+    return Session(raw=raw, decodings=dec, markers=markers, metadata=metadata, events=events)

@@ -60,6 +60,11 @@ class DecoderStub:
                 request_serializer=megdecoder_dot_v1_dot_decoder__pb2.GetGalleryImageRequest.SerializeToString,
                 response_deserializer=megdecoder_dot_v1_dot_decoder__pb2.GalleryImage.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/megdecoder.v1.Decoder/LoadModel',
+                request_serializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
 
 
 class DecoderServicer:
@@ -103,6 +108,17 @@ class DecoderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Loads another model directory without dropping the stream. The model is checked
+        against the live stream first (an error leaves the running model in place); the
+        pipeline switches between two windows, sequence numbers go on, and every decoding
+        names its model (Decoding.model). Needs a server with a bearer token (or
+        server.allow_load_model = true); the directory must be inside server.model_root.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +146,11 @@ def add_DecoderServicer_to_server(servicer, server):
                     servicer.GetGalleryImage,
                     request_deserializer=megdecoder_dot_v1_dot_decoder__pb2.GetGalleryImageRequest.FromString,
                     response_serializer=megdecoder_dot_v1_dot_decoder__pb2.GalleryImage.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelRequest.FromString,
+                    response_serializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +289,33 @@ class Decoder:
             '/megdecoder.v1.Decoder/GetGalleryImage',
             megdecoder_dot_v1_dot_decoder__pb2.GetGalleryImageRequest.SerializeToString,
             megdecoder_dot_v1_dot_decoder__pb2.GalleryImage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/megdecoder.v1.Decoder/LoadModel',
+            megdecoder_dot_v1_dot_decoder__pb2.LoadModelRequest.SerializeToString,
+            megdecoder_dot_v1_dot_decoder__pb2.LoadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
