@@ -215,3 +215,87 @@ fn a_marker_source_that_restarts_is_found_again_and_its_outage_shows() {
     assert!(labels.iter().any(|l| l.starts_with("a_")), "{labels:?}");
     assert!(labels.iter().filter(|l| l.starts_with("b_")).count() >= 5, "decoding did not resume: {labels:?}");
 }
+
+/// Hostile or confused peers on the service's ports: random bytes and HTTP/1 on the gRPC
+/// port, a client that sends half the HTTP/2 preface and hangs, 100 idle connections on
+/// the metrics port (more than its cap). The service keeps decoding, a real gRPC client
+/// still gets its status, and a scrape still succeeds once the idle ones time out.
+#[test]
+fn garbage_http1_and_idle_floods_on_the_ports_leave_the_service_serving() {
+    use std::io::{Read, Write};
+    common::init_lsl();
+    let name = common::unique("hostile");
+    let _sim = common::Reaper(common::spawn(&["simulate", "--name", &name, "--source-id", &name]));
+    let (port, mport) = (common::free_port(), common::free_port());
+    let (grpc, metrics) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{mport}"));
+    let _serve = common::Reaper(
+        common::bin()
+            .current_dir(common::repo())
+            .args(["serve", "--model", "models/demo", "--stream-name", &name, "--no-markers"])
+            .args(["--listen", &grpc, "--metrics-listen", &metrics, "--set", "preprocessing.settle_s=0.5"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_port(&grpc);
+    common::wait_port(&metrics);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let decoded = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let mut c = proto::decoder_client::DecoderClient::connect(format!("http://{grpc}")).await.unwrap();
+            let st = c.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner();
+            st.pipeline.unwrap().decoded
+        })
+    };
+    let t = Instant::now();
+    while decoded(&rt) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no decoding 30 s after start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = decoded(&rt);
+
+    // Random bytes, HTTP/1, a hanging half preface on the gRPC port.
+    let mut junk = vec![0u8; 65536];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in junk.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut s = std::net::TcpStream::connect(&grpc).unwrap();
+    let _ = s.write_all(&junk);
+    let mut s = std::net::TcpStream::connect(&grpc).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 256];
+    let _ = s.read(&mut buf);
+    let mut half = std::net::TcpStream::connect(&grpc).unwrap();
+    let _ = half.write_all(b"PRI * HTTP/2.0\r\n");
+    // More idle connections to the metrics port than its cap.
+    let idle: Vec<_> = (0..100).filter_map(|_| std::net::TcpStream::connect(&metrics).ok()).collect();
+
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(decoded(&rt) > before, "gRPC status unanswered or decoding stopped under the junk");
+    let t = Instant::now();
+    let scraped = loop {
+        let mut s = std::net::TcpStream::connect(&metrics).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        if out.starts_with("HTTP/1.1 200 OK") {
+            break true;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(scraped, "no metrics scrape succeeded within 20 s of 100 idle connections");
+    let after = decoded(&rt);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(decoded(&rt) > after, "decoding stopped");
+    drop((idle, half));
+}

@@ -260,6 +260,10 @@ impl DecoderCore {
     pub fn model_id(&self) -> &Arc<str> {
         &self.model_id
     }
+    /// Markers waiting for their window to complete (what a stop now would leave undecoded).
+    pub fn pending_markers(&self) -> usize {
+        self.scheduler.pending_markers()
+    }
     /// The sequence number the next decoding gets.
     pub fn next_sequence(&self) -> u64 {
         self.sequence

@@ -276,6 +276,13 @@ impl LivePipeline {
                     Err(ReadError::NotYet { .. }) => std::thread::sleep(Duration::from_micros(500)),
                 }
             }
+            let pending = core.pending_markers();
+            if pending > 0 {
+                tracing::warn!(
+                    "pipeline stopped with {pending} marker(s) not decoded: their windows were not complete"
+                );
+            }
+            tracing::info!("pipeline stopped after decoding #{}", core.next_sequence().saturating_sub(1));
         })
         .expect("spawn pipeline thread");
         Self { stats, seg_offset: seg_offset_out, thread, generator }

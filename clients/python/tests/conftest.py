@@ -74,10 +74,10 @@ def unique(prefix):
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def serve(env, stream, extra=()):
+def serve(env, stream, extra=(), port=None):
     """`serve` on the demo-brain model reading `stream` (markers: `stream`-m); returns
     (Proc, port). Decodes 1 s after the stream starts (settle_s=1)."""
-    port = free_port()
+    port = port or free_port()
     p = Proc(["serve", "--model", str(MODEL), "--stream-name", stream, "--markers-name", f"{stream}-m",
               "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{free_port()}",
               "--set", "preprocessing.settle_s=1", *extra], env)

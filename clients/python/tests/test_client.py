@@ -173,3 +173,54 @@ def test_latest_only_hands_over_the_newest(simulated):
     assert d.missed >= 10  # ~20 decodings a second arrived while the script slept
     assert pylsl.local_clock() - d.window_end < 0.5
     assert newest_seen >= 10
+
+
+def test_closing_ends_the_iteration_and_never_hangs(simulated):
+    import threading
+    # Another thread closes the client while this one iterates: the iteration ends.
+    c = mdc.Client(simulated["addr"])
+    sub = c.subscribe()
+    assert sub.get(timeout_s=30) is not None
+    threading.Timer(0.5, c.close).start()
+    t = time.monotonic()
+    assert sum(1 for _ in sub) >= 0 and time.monotonic() - t < 5
+    # Subscribing on a closed client raises at the first read instead of hanging.
+    sub = c.subscribe()
+    t = time.monotonic()
+    with pytest.raises(ValueError, match="closed"):
+        sub.get(timeout_s=5)
+    assert time.monotonic() - t < 5
+
+    async def run():
+        ac = AsyncClient(simulated["addr"])
+        s = ac.subscribe()
+        assert await s.get(timeout_s=30) is not None
+        asyncio.get_running_loop().call_later(0.5, lambda: asyncio.ensure_future(ac.close()))
+        t = time.monotonic()
+        async for _ in s:
+            pass
+        return time.monotonic() - t
+
+    assert asyncio.run(asyncio.wait_for(run(), 20)) < 5
+
+
+def test_reconnect_resumes_after_the_server_restarts(lsl_env):
+    name = unique("pyrecon")
+    sim = Proc(["simulate", "--name", name, "--source-id", name, "--markers", f"{name}-m"], lsl_env)
+    srv, port = serve(lsl_env, name)
+    try:
+        with mdc.Client(f"127.0.0.1:{port}") as c, c.subscribe(reconnect=True, backoff_s=(0.2, 1.0)) as sub:
+            assert sub.get(timeout_s=30) is not None
+            assert srv.stop() == 0
+            srv, _ = serve(lsl_env, name, port=port)
+            got = None
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                got = sub.get(timeout_s=1)
+                if got is not None and sub.reconnects >= 1:
+                    break
+            assert got is not None and sub.reconnects >= 1, (sub.reconnects, sub.last_error)
+            assert sub.last_error.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop()
+        sim.stop()

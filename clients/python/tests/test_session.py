@@ -2,6 +2,7 @@
 outlet (not our simulator) pushes float64 samples in fT with markers; the Raw holds the
 pushed values in tesla, one annotation per marker on its sample (+-1), and the decodings
 table equals what a subscriber received."""
+import datetime
 import threading
 import time
 
@@ -112,8 +113,10 @@ def test_read_session_gives_the_pushed_samples_markers_and_decodings(lsl_env, tm
     assert k0 + n <= len(pushed)
     expected = (pushed[k0:k0 + n] * scale).T
     np.testing.assert_allclose(data, expected, rtol=1e-6, atol=0)
-    # The LSL clock is kept: first_time is the first recorded sample's time.
-    assert abs(raw.first_time - (src.t0 + k0 / RATE)) < 1.5 / RATE
+    # The LSL time of the first sample is kept; meas_date is its wall-clock time.
+    assert abs(s.first_lsl_time - (src.t0 + k0 / RATE)) < 1.5 / RATE
+    age = datetime.datetime.now(datetime.timezone.utc) - raw.info["meas_date"]
+    assert datetime.timedelta(0) < age < datetime.timedelta(minutes=2), raw.info["meas_date"]
 
     # One annotation per marker, on the marker's sample (+-1).
     events, ids = mne.events_from_annotations(raw, regexp="^stim/", verbose="error")
@@ -140,3 +143,11 @@ def test_read_session_gives_the_pushed_samples_markers_and_decodings(lsl_env, tm
     assert set(locked["marker"]) <= {m for m, _ in marks} and len(locked) >= 4
     assert s.metadata.get("model", {}).get("name") == "demo-brain-module-v1" or s.metadata
     assert any(desc.startswith("decoding/event_locked/") for desc in raw.annotations.description)
+    # Every decoding overlapping the recording is an annotation (windows clipped to it).
+    n_dec = sum(d.startswith("decoding/") for d in raw.annotations.description)
+    assert n_dec == int((dec["window_end"] >= s.first_lsl_time).sum())
+    # It saves as FIF and reads back with its annotations.
+    fif = tmp_path / "session_raw.fif"
+    raw.save(fif, verbose="error")
+    back = mne.io.read_raw_fif(fif, verbose="error")
+    assert len(back.annotations) == len(raw.annotations) and back.n_times == raw.n_times

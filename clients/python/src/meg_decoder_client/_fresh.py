@@ -25,29 +25,44 @@ class FreshQueue:
         self.items = collections.deque()
         self.dropped = 0  # dropped here since the last hand-over
         self.dropped_total = 0
+        # The newest generated image on a dropped decoding: the server sends each image
+        # once, so it rides on the next decoding handed over.
+        self.image = None
 
-    def put(self, d):
+    def _age(self, d, now):
+        return d.age_ms + 1000.0 * (now - d.received_at)
+
+    def put(self, d, now=None):
+        now = time.monotonic() if now is None else now
         self.items.append(d)
         limit = 1 if self.latest_only else MAX_QUEUE
         while len(self.items) > limit:
+            self._drop(self.items.popleft())
+        # Memory follows max_age_s too, not only the reads.
+        while len(self.items) > 1 and self._age(self.items[0], now) > self.max_age_ms:
             self._drop(self.items.popleft())
 
     def _drop(self, d):
         # What the server had already dropped before it counts too.
         self.dropped += 1 + d.missed
         self.dropped_total += 1
+        if d.image_png is not None:
+            self.image = (d.image_png, d.image_sequence)
 
     def pop(self, now=None):
         """The oldest decoding still young enough (its age and missed updated), or None."""
         now = time.monotonic() if now is None else now
         while self.items:
             d = self.items.popleft()
-            age = d.age_ms + 1000.0 * (now - d.received_at)
+            age = self._age(d, now)
             if age > self.max_age_ms:
                 self._drop(d)
                 continue
             d.age_ms = age
             d.missed += self.dropped
             self.dropped = 0
+            if d.image_png is None and self.image is not None:
+                d.image_png, d.image_sequence = self.image
+            self.image = None
             return d
         return None

@@ -13,7 +13,7 @@ import grpc.aio
 from google.protobuf import json_format
 
 from . import _channel
-from .client import BACKOFF_S, RETRY_CODES
+from .client import BACKOFF_S, RETRY_CODES, _describe, log
 from ._fresh import FreshQueue
 from ._pb import decoder_pb2 as pb
 from ._pb import decoder_pb2_grpc as rpc
@@ -93,6 +93,7 @@ class AsyncSubscription:
         self._call = None
         self.reconnects = 0
         self.received = 0
+        self.last_error = None
         self._task = asyncio.get_running_loop().create_task(self._drain())
 
     @property
@@ -101,28 +102,39 @@ class AsyncSubscription:
 
     async def _drain(self):
         wait = self._backoff[0]
-        while not self._closed:
-            self._call = self._stub.Subscribe(self._request, metadata=self._metadata)
-            error = None
-            try:
-                async for msg in self._call:
-                    self.received += 1
-                    self._queue.put(Decoding.from_proto(msg, time.monotonic()))
-                    self._arrived.set()
-                    wait = self._backoff[0]
-            except grpc.RpcError as e:
-                error = e
-            except asyncio.CancelledError:
-                return
-            if self._closed:
-                return
-            if not self._reconnect or (error is not None and error.code() not in RETRY_CODES):
-                self._error = error or StopAsyncIteration()
-                self._arrived.set()
-                return
-            self.reconnects += 1
-            await asyncio.sleep(wait)
-            wait = min(2 * wait, self._backoff[1])
+        try:
+            while not self._closed:
+                error = None
+                try:
+                    self._call = self._stub.Subscribe(self._request, metadata=self._metadata)
+                    async for msg in self._call:
+                        self.received += 1
+                        self._queue.put(Decoding.from_proto(msg, time.monotonic()))
+                        self._arrived.set()
+                        wait = self._backoff[0]
+                except grpc.RpcError as e:
+                    error = e
+                if self._closed:
+                    return
+                code = error.code() if isinstance(error, grpc.RpcError) else None
+                if code == grpc.StatusCode.CANCELLED:
+                    self._closed = True
+                    return
+                if not self._reconnect or not (error is None or code in RETRY_CODES):
+                    self._error = error if error is not None else StopAsyncIteration()
+                    return
+                self.reconnects += 1
+                self.last_error = error
+                log.warning("meg-decoder subscription: %s; reconnecting in %.1f s", _describe(error), wait)
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, self._backoff[1])
+        except asyncio.CancelledError:
+            # close(), or the client's channel closed under us: the subscription ends.
+            self._closed = True
+        except Exception as e:  # e.g. subscribing on a closed client: never hang the reader
+            self._error = e
+        finally:
+            self._arrived.set()
 
     def __aiter__(self):
         return self
@@ -140,7 +152,7 @@ class AsyncSubscription:
             d = self._queue.pop()
             if d is not None:
                 return d
-            if self._closed:
+            if self._closed or (self._task.done() and self._error is None):
                 return None
             if self._error is not None:
                 if isinstance(self._error, StopAsyncIteration):

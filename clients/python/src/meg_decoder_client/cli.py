@@ -3,6 +3,7 @@ basics in Python. One line per decoding (or JSON), a running top-1/top-5 hit rat
 markers name the true image, `--status`, and recording start/stop."""
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -15,7 +16,7 @@ def _args(argv):
     ap = argparse.ArgumentParser(prog="meg-decoder-client", description=__doc__.splitlines()[0])
     ap.add_argument("--addr", default=os.environ.get("MEG_DECODER_ADDR", "127.0.0.1:50051"),
                     help="host:port, http://host:port or https://host:port")
-    ap.add_argument("--token", default=os.environ.get("MEG_DECODER_TOKEN"), help="bearer token")
+    ap.add_argument("--token", default=os.environ.get("MEG_DECODER_TOKEN") or None, help="bearer token")
     ap.add_argument("--tls-ca", help="CA certificate (PEM) to trust for TLS")
     ap.add_argument("--count", type=int, default=0, help="stop after this many decodings (0 = never)")
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -28,11 +29,15 @@ def _args(argv):
     ap.add_argument("--status", action="store_true", help="print the status as JSON and exit")
     ap.add_argument("--start-recording", metavar="SUBJECT", help="start recording for this subject and exit")
     ap.add_argument("--stop-recording", action="store_true", help="stop the recording and exit")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    if a.count < 0:
+        ap.error(f"--count {a.count}: must be 0 (no limit) or more")
+    return a
 
 
 def main(argv=None):
     a = _args(argv)
+    logging.basicConfig(format="meg-decoder-client: %(message)s", level=logging.WARNING)
     try:
         with Client(a.addr, a.token, a.tls_ca) as c:
             if a.status:
@@ -48,6 +53,9 @@ def main(argv=None):
     except grpc.RpcError as e:
         print(f"meg-decoder-client: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except (ValueError, OSError) as e:
         print(f"meg-decoder-client: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@
         for d in c.subscribe(event_locked=True, continuous=False):
             print(d.marker, d.top1, d.age_ms)
 """
+import logging
 import threading
 import time
 
@@ -17,6 +18,15 @@ from ._fresh import FreshQueue
 from ._pb import decoder_pb2 as pb
 from ._pb import decoder_pb2_grpc as rpc
 from ._types import Decoding, Recording
+
+log = logging.getLogger("meg_decoder_client")
+
+
+def _describe(error):
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code().name}: {error.details()}"
+    return "the stream ended" if error is None else str(error)
+
 
 # Reconnect back-off: first wait, doubling up to the last.
 BACKOFF_S = (0.5, 10.0)
@@ -94,7 +104,12 @@ class Subscription:
 
     The stream's end raises the grpc.RpcError that ended it (UNAVAILABLE when the server
     shuts down), unless reconnect=True: then it resubscribes with back-off, counting in
-    `reconnects`. `close()` (or leaving a `with` block) ends it."""
+    `reconnects` (with the reason in `last_error`, and a logged warning each time).
+    `missed` counts within one connection: what was lost while disconnected is not
+    counted (and a restarted server starts its sequence numbers again).
+
+    A subscription runs until `close()`, the end of its `with` block, or its client's
+    close(): one left open keeps its stream and thread alive."""
 
     def __init__(self, stub, request, metadata, reconnect, backoff_s):
         self._stub, self._request, self._metadata = stub, request, metadata
@@ -106,6 +121,7 @@ class Subscription:
         self._call = None
         self.reconnects = 0
         self.received = 0
+        self.last_error = None  # why the last reconnect was needed
         self._thread = threading.Thread(target=self._drain, name="meg-decoder-subscription", daemon=True)
         self._thread.start()
 
@@ -118,11 +134,12 @@ class Subscription:
     def _drain(self):
         wait = self._backoff[0]
         while True:
-            with self._cond:
-                if self._closed:
-                    return
-                self._call = self._stub.Subscribe(self._request, metadata=self._metadata)
+            error = None
             try:
+                with self._cond:
+                    if self._closed:
+                        return
+                    self._call = self._stub.Subscribe(self._request, metadata=self._metadata)
                 for msg in self._call:
                     d = Decoding.from_proto(msg, time.monotonic())
                     with self._cond:
@@ -130,17 +147,33 @@ class Subscription:
                         self._queue.put(d)
                         self._cond.notify_all()
                     wait = self._backoff[0]
-                error = None
             except grpc.RpcError as e:
+                error = e
+            except Exception as e:  # the channel was closed, or a bug: never hang the reader
                 error = e
             with self._cond:
                 if self._closed:
                     return
-                if not self._reconnect or (error is not None and error.code() not in RETRY_CODES):
-                    self._error = error or StopIteration()
+                code = error.code() if isinstance(error, grpc.RpcError) else None
+                if code == grpc.StatusCode.CANCELLED:
+                    # The client was closed under us: the subscription ends, as close() would.
+                    self._closed = True
+                    self._cond.notify_all()
+                    return
+                if error is not None and code is None:
+                    # Not a gRPC status (e.g. subscribing on a closed client): say it.
+                    self._error = error
+                    self._cond.notify_all()
+                    return
+                retry = error is None or code in RETRY_CODES
+                if not self._reconnect or not retry:
+                    self._error = error if error is not None else StopIteration()
                     self._cond.notify_all()
                     return
                 self.reconnects += 1
+                self.last_error = error
+            log.warning("meg-decoder subscription: %s; reconnecting in %.1f s",
+                        _describe(error), wait)
             time.sleep(wait)
             wait = min(2 * wait, self._backoff[1])
 

@@ -6,8 +6,8 @@ COLUMNS = ["sequence", "mode", "marker", "marker_time", "window_start", "window_
            "latency_ms", "encoder_ms", "top1", "top_k", "scores", "embedding", "repaired", "missed", "age_ms", "model"]
 
 
-_OBJECT = ("marker", "top1", "top_k", "scores", "embedding", "mode")
-_TYPES = {"sequence": "int64", "window_start": "float64", "window_end": "float64", "decoded_at": "float64",
+_OBJECT = ("marker", "top1", "top_k", "scores", "embedding", "mode", "model")
+_TYPES = {"sequence": "int64", "marker_time": "float64", "window_start": "float64", "window_end": "float64", "decoded_at": "float64",
           "latency_ms": "float64", "encoder_ms": "float64", "repaired": "bool", "missed": "int64", "age_ms": "float64"}
 
 
@@ -25,18 +25,19 @@ def frame(rows):
     # Text and array columns stay Python objects (None stays None, not NaN).
     df = pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype=object if c in _OBJECT else None)
                        for c in COLUMNS}, columns=COLUMNS)
-    if len(rows):
-        df = df.astype({c: t for c, t in _TYPES.items()})
+    df = df.astype(dict(_TYPES))
     return df.set_index("sequence", drop=False)
 
 
 def to_dataframe(decodings):
-    """Collects `Decoding`s (a list, or a subscription with a `take(n)`) into a DataFrame."""
+    """Collects `Decoding`s (any iterable: a list, or `itertools.islice(subscription, n)`)
+    into a DataFrame."""
     rows = [{
         "sequence": d.sequence, "mode": d.mode, "marker": d.marker, "marker_time": d.marker_time,
         "window_start": d.window_start, "window_end": d.window_end, "decoded_at": d.decoded_at,
         "latency_ms": d.latency_ms, "encoder_ms": d.encoder_ms, "top1": d.top1,
         "top_k": [h.image_id for h in d.top_k], "scores": np.array([h.score for h in d.top_k], np.float32),
         "embedding": d.embedding, "repaired": d.repaired, "missed": d.missed, "age_ms": d.age_ms,
+        "model": d.model,
     } for d in decodings]
     return frame(rows)

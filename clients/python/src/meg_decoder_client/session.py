@@ -3,13 +3,17 @@
 markers and the decodings as annotations, plus the decodings as a DataFrame.
 
 Times: pyxdf applies the file's clock offsets, so every stream is on the decoder
-machine's LSL clock; the Raw keeps it (`raw.first_time` is the LSL time of the first
-sample, `raw.first_samp` = round(first_time * sfreq)). Annotations are placed on the
-sample whose recorded timestamp is nearest the event, so they stay right when the
+machine's LSL clock. The Raw starts at its first sample (`first_samp` 0, so it saves as
+FIF whatever the machine's uptime) and its `meas_date` is the wall-clock time of that
+sample; `Session.first_lsl_time` is the same instant on the LSL clock, the origin of
+the DataFrames' times (`raw time = LSL time - first_lsl_time`). Annotations are placed on
+the sample whose recorded timestamp is nearest the event, so they stay right when the
 source's true rate is off nominal or the recording has gaps.
 """
 import datetime
 import json
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
@@ -37,11 +41,9 @@ def unit_factor(unit):
     V, uV, microvolts...), mne-lsl's power-of-ten codes ("0" = SI, "-15" = femto), or a
     unit-less marker. None if unknown."""
     u = (unit or "").strip()
-    try:
+    if re.fullmatch(r"[+-]?[0-9]+", u):
         p = int(u)
         return 10.0 ** p if p in (-15, -12, -9, -6, -3, -2, -1, 0, 3, 6, 9, 12, 15) else None
-    except ValueError:
-        pass
     if u.lower() in _NAMED:
         return _NAMED[u.lower()]
     num, _, den = u.partition("/")
@@ -58,7 +60,7 @@ def unit_factor(unit):
 @dataclass
 class Session:
     """A recorded session: `raw` (mne.io.Raw), `decodings` and `markers` (DataFrames on
-    the LSL clock), `events` (service events such as model switches, as dicts with a
+    the LSL clock), `first_lsl_time` (the LSL time of raw's first sample), `events` (service events such as model switches, as dicts with a
     `time`), and `metadata` (what the service wrote about itself: model, config)."""
 
     raw: Any
@@ -66,11 +68,14 @@ class Session:
     markers: Any
     metadata: Dict[str, Any]
     events: List[Dict[str, Any]] = field(default_factory=list)
+    # LSL time of the Raw's first sample (the decoder machine's clock).
+    first_lsl_time: float = 0.0
 
 
 def _first(d, key, default=""):
     v = d.get(key) if isinstance(d, dict) else None
-    return v[0] if v else default
+    # pyxdf gives [None] for an empty element (<unit/>).
+    return v[0] if v and isinstance(v[0], str) else default
 
 
 def _channels(info, n):
@@ -96,7 +101,7 @@ def _channels(info, n):
         if factor is None:
             unknown.append(f"{name} {unit!r}")
             factor = 1.0
-        if mne_type == "mag" and "/m" in unit:
+        if mne_type == "mag" and "/" in unit:  # T/m, fT/cm: a gradiometer
             mne_type = "grad"
         names.append(name)
         types.append(mne_type)
@@ -139,7 +144,12 @@ def read_session(path, decodings="all"):
 
     if decodings not in ("all", "event_locked", "none"):
         raise ValueError(f"decodings={decodings!r}: use 'all', 'event_locked' or 'none'")
-    streams, header = pyxdf.load_xdf(str(path), synchronize_clocks=True, dejitter_timestamps=False)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such recording")
+    try:
+        streams, header = pyxdf.load_xdf(str(path), synchronize_clocks=True, dejitter_timestamps=False)
+    except Exception as e:  # pyxdf raises bare Exceptions and XML errors on damaged files
+        raise ValueError(f"{path}: not a readable XDF file ({type(e).__name__}: {e})") from e
     kind = lambda s: _first(s["info"], "type")  # noqa: E731
     fmt = lambda s: _first(s["info"], "channel_format")  # noqa: E731
     numeric = [s for s in streams if fmt(s) != "string" and len(s["time_stamps"])]
@@ -147,7 +157,8 @@ def read_session(path, decodings="all"):
         raise ValueError(f"{path}: no numeric stream with samples (is this a meg-decoder recording?)")
     meg = max(numeric, key=lambda s: int(_first(s["info"], "channel_count", "0")))
     dec_stream = next((s for s in streams if kind(s) == "Decodings"), None)
-    marker_streams = [s for s in streams if fmt(s) == "string" and s is not dec_stream]
+    marker_streams = [s for s in streams if fmt(s) == "string" and s is not dec_stream
+                      and _first(s["info"], "channel_count", "1") == "1"]
 
     info = meg["info"]
     sfreq = float(_first(info, "nominal_srate", "0"))
@@ -157,20 +168,26 @@ def read_session(path, decodings="all"):
     ts = np.asarray(meg["time_stamps"], dtype=np.float64)
     names, types, factors = _channels(info, data.shape[1])
     mne_info = mne.create_info(names, sfreq, types)
-    first_samp = int(round(ts[0] * sfreq))
-    raw = mne.io.RawArray((data * factors).T, mne_info, first_samp=first_samp, verbose="error")
+    raw = mne.io.RawArray((data * factors).T, mne_info, verbose="error")
+    # The header's wall-clock time was written with the first clock-offset measurement:
+    # that pairs a wall time with an LSL time, which dates the first sample.
     dt = _first(header.get("info", {}), "datetime")
-    if dt:
+    paired = [s["clock_times"][0] for s in streams if len(s.get("clock_times", []))]
+    if dt and paired:
         try:
             when = datetime.datetime.strptime(dt, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-            raw.set_meas_date(when)
-        except ValueError:
+            raw.set_meas_date(when + datetime.timedelta(seconds=float(ts[0] - min(paired))))
+        except (ValueError, OverflowError):
             pass
 
     index = np.arange(len(ts), dtype=np.float64)
 
     def onset(t):  # seconds from the first sample, on the sample nearest t
         return np.round(np.interp(t, ts, index, left=np.nan, right=np.nan)) / sfreq
+
+    def span(t0, t1):  # a window clipped to the recording: (onset, duration)
+        a, b = onset(max(t0, ts[0])), onset(min(t1, ts[-1]))
+        return (a, b - a) if np.isfinite(a) and np.isfinite(b) and b >= a else (np.nan, 0.0)
 
     pd = __import__("pandas")
     marker_rows = []
@@ -188,7 +205,8 @@ def read_session(path, decodings="all"):
         for r in dec.itertuples(index=False):
             if decodings == "event_locked" and r.mode != "event_locked":
                 continue
-            on.append(onset(r.window_start)), dur.append(r.window_end - r.window_start)
+            a, d = span(r.window_start, r.window_end)
+            on.append(a), dur.append(d)
             desc.append(f"decoding/{r.mode}/{r.top1}")
     for e in events:
         if e.get("event") == "model_switch":
@@ -205,4 +223,5 @@ def read_session(path, decodings="all"):
             metadata = json.loads(meta_text)
         except ValueError:
             metadata = {"raw": meta_text}
-    return Session(raw=raw, decodings=dec, markers=markers, metadata=metadata, events=events)
+    return Session(raw=raw, decodings=dec, markers=markers, metadata=metadata, events=events,
+                   first_lsl_time=float(ts[0]))
