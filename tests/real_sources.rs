@@ -628,8 +628,8 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
     let _ = Command::new("kill").arg("-TERM").arg(serve.0.id().to_string()).status();
     let _ = serve.0.wait();
     drop(player);
-    // The session file holds the recording's own values (as float32, which the header
-    // says), in the player's loop order.
+    // The session file holds the recording's own values exactly (the player pushes
+    // double64, the recorder writes double64), in the player's loop order.
     let mut found = common::xdf_files(&rec);
     assert_eq!(found.len(), 1, "{found:?}");
     let xdf = found.remove(0);
@@ -640,7 +640,7 @@ streams, _ = pyxdf.load_xdf(sys.argv[1], synchronize_clocks=False, dejitter_time
 s = [s for s in streams if s["info"]["name"][0] == sys.argv[3]][0]
 x = np.asarray(s["time_series"], dtype=np.float64)
 raw = mne.io.read_raw_fif(sys.argv[2], verbose="error")
-d = raw.get_data().T.astype(np.float32).astype(np.float64)
+d = raw.get_data().T
 n = len(d)
 start = [j for j in range(n) if np.array_equal(d[j], x[0])]
 ok = len(start) == 1
@@ -649,7 +649,7 @@ if ok:
     err = np.abs(x - d[idx]).max()
 else:
     err = float("nan")
-print(json.dumps({"n": len(x), "aligned": ok, "max_abs_error": float(err), "labels_match": [c["label"][0] for c in s["info"]["desc"][0]["channels"][0]["channel"]] == raw.ch_names}))
+print(json.dumps({"n": len(x), "aligned": ok, "max_abs_error": float(err), "format": s["info"]["channel_format"][0], "labels_match": [c["label"][0] for c in s["info"]["desc"][0]["channels"][0]["channel"]] == raw.ch_names}))
 "#;
     let path = common::repo().join("../shared/data/real-meg").join(file);
     let out = Command::new(common::python())
@@ -660,7 +660,8 @@ print(json.dumps({"n": len(x), "aligned": ok, "max_abs_error": float(err), "labe
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("{file} recorded while decoding: {v}");
     assert!(v["n"].as_u64().unwrap() > 200 && v["aligned"] == true && v["labels_match"] == true, "{v}");
-    assert_eq!(v["max_abs_error"].as_f64().unwrap(), 0.0, "recorded values differ from the file's (as float32)");
+    assert_eq!(v["format"], "double64", "{v}");
+    assert_eq!(v["max_abs_error"].as_f64().unwrap(), 0.0, "recorded values differ from the file's");
 }
 
 #[test]

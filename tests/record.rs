@@ -544,8 +544,32 @@ err = np.abs(x[:, 1:] - want[:, 1:])
 rel = (err / np.maximum(np.abs(want[:, 1:]), 1e-30)).max()
 print(json.dumps({"n": int(len(x)), "contiguous": bool((np.diff(i[:, 0]) == 1).all()),
                   "format": s["info"]["channel_format"][0],
-                  "source_format": s["info"].get("source_channel_format", [""])[0],
                   "exact": bool((err == 0).all()), "max_rel": float(rel)}))
+"#;
+
+/// Pulls 2000 samples of `meg-decoder replay`'s stream with pylsl (in the stream's own
+/// format) and compares them with what PEER_SOURCE pushed.
+const REPLAY_CHECK: &str = r#"
+import json, sys
+import numpy as np
+from pylsl import StreamInlet, resolve_byprop
+name, dtype = sys.argv[1], sys.argv[2]
+info = resolve_byprop("name", name, timeout=20)[0]
+inlet = StreamInlet(info)
+rows = []
+while len(rows) < 2000:
+    chunk, _ = inlet.pull_chunk(timeout=5.0)
+    if not chunk:
+        break
+    rows.extend(chunk)
+x = np.asarray(rows, dtype=np.float64)
+i = x[:, 0].astype(np.int64)[:, None]
+ch = np.arange(x.shape[1])[None, :]
+if dtype == "int16":
+    want = (((i * 7 + ch * 1301) % 30000) - 15000).astype(np.float64)
+else:
+    want = 1e-12 * np.sin(0.01 * i * (ch + 1)) + 1e-13 * ch + 1e-15 * (i % 97)
+print(json.dumps({"n": len(rows), "format": info.channel_format(), "exact": bool((x[:, 1:] == want[:, 1:]).all())}))
 "#;
 
 #[test]
@@ -592,14 +616,30 @@ fn int16_and_float64_sources_from_mne_lsl_are_recorded_as_pushed() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         eprintln!("{dtype} source recorded: {v}");
         assert!(v["n"].as_u64().unwrap() > 3000 && v["contiguous"] == true, "{v}");
-        // The header says what the file holds (float32) and what the source sent.
-        assert_eq!(v["format"], "float32");
-        assert_eq!(v["source_format"], if dtype == "int16" { "int16" } else { "double64" });
-        if dtype == "int16" {
-            assert_eq!(v["exact"], true, "int16 values must come back exactly: {v}");
-        } else {
-            // float32 keeps 24 bits of mantissa: within 6e-8 of the pushed doubles.
-            assert!(v["max_rel"].as_f64().unwrap() <= 2f64.powi(-24), "{v}");
-        }
+        // Written in the source's own format, every value exactly as pushed.
+        assert_eq!(v["format"], if dtype == "int16" { "int16" } else { "double64" });
+        assert_eq!(v["exact"], true, "{dtype} values must come back exactly: {v}");
+
+        // Replayed as a live stream, pylsl receives the source's values exactly again.
+        let prefix = format!("re-{}-", std::process::id());
+        let _replay = common::Reaper(
+            common::bin()
+                .args(["replay", path.to_str().unwrap(), "--prefix", &prefix])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let out = Command::new(common::python())
+            .args(["-c", REPLAY_CHECK, &format!("{prefix}{name}"), dtype])
+            .env("LSLAPICFG", lsl_cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!("{dtype} recording replayed: {r}");
+        assert!(r["n"].as_u64().unwrap() >= 2000, "{r}");
+        assert_eq!(r["format"], if dtype == "int16" { 5 } else { 2 }, "replayed in the source's format: {r}");
+        assert_eq!(r["exact"], true, "replay must reproduce the source's values: {r}");
     }
 }

@@ -181,12 +181,14 @@ impl Acquirer {
     fn run(mut self, stop: &StopFlag) {
         // Chunk buffers: ~100 ms of data, allocated once.
         let max_chunk = ((self.srate * 0.1).ceil() as usize).max(64);
-        let mut data = vec![0.0f32; max_chunk * self.channels];
+        // Double precision: the ring keeps double64 and integer sources exactly (for the
+        // recorder); the decoder reads f32.
+        let mut data = vec![0.0f64; max_chunk * self.channels];
         let mut stamps = vec![0.0f64; max_chunk];
         let mut gaps = GapDetector::new(self.srate);
         // Samples held by the gap detector (rows, raw timestamps), allocated once.
         let hold = gaps.max_hold() + 1;
-        let mut held: (Vec<f32>, Vec<f64>) = (Vec::with_capacity(hold * self.channels), Vec::with_capacity(hold));
+        let mut held: (Vec<f64>, Vec<f64>) = (Vec::with_capacity(hold * self.channels), Vec::with_capacity(hold));
         let mut segment = 0u32;
         let mut offset = self.inlet.time_correction(2.0).unwrap_or(0.0);
         self.stats.set_clock_offset(offset);
@@ -336,7 +338,7 @@ impl Acquirer {
     }
 
     /// Appends chunk samples `from..to` to the ring (timestamps mapped to the local clock).
-    fn push_run(&mut self, data: &[f32], stamps: &mut [f64], from: usize, to: usize, offset: f64, segment: u32) {
+    fn push_run(&mut self, data: &[f64], stamps: &mut [f64], from: usize, to: usize, offset: f64, segment: u32) {
         if from >= to {
             return;
         }
@@ -353,7 +355,7 @@ impl Acquirer {
     }
 
     /// Appends the first `n` held samples to the ring and drops them from the hold.
-    fn push_held_part(&mut self, held: &mut (Vec<f32>, Vec<f64>), n: usize, offset: f64, segment: u32) {
+    fn push_held_part(&mut self, held: &mut (Vec<f64>, Vec<f64>), n: usize, offset: f64, segment: u32) {
         if n == 0 {
             return;
         }
@@ -369,23 +371,23 @@ impl Acquirer {
     }
 
     /// Appends the held samples to the ring and empties the hold.
-    fn push_held(&mut self, held: &mut (Vec<f32>, Vec<f64>), offset: f64, segment: u32) {
+    fn push_held(&mut self, held: &mut (Vec<f64>, Vec<f64>), offset: f64, segment: u32) {
         let n = held.1.len();
         self.push_held_part(held, n, offset, segment);
     }
 
     /// Pulls what is buffered; if nothing is, sleeps in `pull_sample` for up to 50 ms.
-    fn pull(&mut self, data: &mut [f32], stamps: &mut [f64]) -> Result<usize, PullError> {
-        let n = self.inlet.pull_chunk(data, stamps, 0.0)?;
+    fn pull(&mut self, data: &mut [f64], stamps: &mut [f64]) -> Result<usize, PullError> {
+        let n = self.inlet.pull_chunk_f64(data, stamps, 0.0)?;
         if n > 0 {
             return Ok(n);
         }
         let ch = self.channels;
-        match self.inlet.pull_sample(&mut data[..ch], 0.05)? {
+        match self.inlet.pull_sample_f64(&mut data[..ch], 0.05)? {
             None => Ok(0),
             Some(t) => {
                 stamps[0] = t;
-                let more = self.inlet.pull_chunk(&mut data[ch..], &mut stamps[1..], 0.0)?;
+                let more = self.inlet.pull_chunk_f64(&mut data[ch..], &mut stamps[1..], 0.0)?;
                 Ok(1 + more)
             }
         }

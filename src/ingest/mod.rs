@@ -18,7 +18,7 @@ mod stats;
 pub use acquisition::{AcquisitionConfig, MegAcquisition};
 pub use gaps::{Discontinuity, GapDetector, Step};
 pub use markers::{Marker, MarkerAcquisition};
-pub use ring::{ReadError, RingBuffer, RingWriter, SampleMeta, FLAG_NON_FINITE};
+pub use ring::{ReadError, RingBuffer, RingWriter, Sample, SampleMeta, FLAG_NON_FINITE};
 pub use stats::{StatsSnapshot, StreamStats};
 
 use crate::lsl::{ChannelFormat, ChannelInfo, LslError, StreamInfo};

@@ -2,7 +2,8 @@
 //! readers (window scheduler, recorder, status).
 //!
 //! One writer ([`RingWriter`]), any number of readers, no locks: values live in atomics
-//! (f32/f64 as bits, `Relaxed` stores compile to plain moves), the writer publishes how
+//! (f64 bits, so float32, double64 and integer sources are kept exactly for the recorder;
+//! `Relaxed` stores compile to plain moves), the writer publishes how
 //! far it has written with a seqlock-style pair of counters, and a reader that raced an
 //! overwrite finds out and gets [`ReadError::Overwritten`] instead of torn data.
 //!
@@ -12,6 +13,33 @@
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+
+/// A value type the ring takes and hands back: stored as f64 (exact for f32, f64 and
+/// integers up to 2^53), read as f32 by the decoder and as f64 by the recorder.
+pub trait Sample: Copy {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+impl Sample for f32 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Sample for f64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
 
 /// Per-sample flag: at least one channel was NaN or infinite.
 pub const FLAG_NON_FINITE: u8 = 1;
@@ -30,8 +58,8 @@ pub enum ReadError {
 pub struct RingBuffer {
     channels: usize,
     capacity: usize,
-    /// `capacity * channels` f32 values as bits, sample-major.
-    data: Box<[AtomicU32]>,
+    /// `capacity * channels` values as f64 bits, sample-major.
+    data: Box<[AtomicU64]>,
     /// Local-clock timestamps (f64 bits).
     times: Box<[AtomicU64]>,
     segments: Box<[AtomicU32]>,
@@ -62,7 +90,7 @@ impl RingBuffer {
         let ring = Arc::new(RingBuffer {
             channels,
             capacity,
-            data: (0..channels * capacity).map(|_| AtomicU32::new(0)).collect(),
+            data: (0..channels * capacity).map(|_| AtomicU64::new(0)).collect(),
             times: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             segments: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             flags: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
@@ -119,7 +147,7 @@ impl RingBuffer {
 
     /// Copies samples `start..start+timestamps.len()` into `data` (sample-major,
     /// `channels` values per sample) and `timestamps`; returns the OR of their flags.
-    pub fn read(&self, start: u64, data: &mut [f32], timestamps: &mut [f64]) -> Result<u8, ReadError> {
+    pub fn read<T: Sample>(&self, start: u64, data: &mut [T], timestamps: &mut [f64]) -> Result<u8, ReadError> {
         let n = timestamps.len();
         assert_eq!(data.len(), n * self.channels, "ring read: data buffer size");
         self.check(start, start + n as u64)?;
@@ -128,7 +156,7 @@ impl RingBuffer {
             let slot = ((start + i as u64) % self.capacity as u64) as usize;
             let src = &self.data[slot * self.channels..(slot + 1) * self.channels];
             for (d, s) in row.iter_mut().zip(src) {
-                *d = f32::from_bits(s.load(Ordering::Relaxed));
+                *d = T::from_f64(f64::from_bits(s.load(Ordering::Relaxed)));
             }
             *ts = f64::from_bits(self.times[slot].load(Ordering::Relaxed));
             flags |= self.flags[slot].load(Ordering::Relaxed);
@@ -138,10 +166,10 @@ impl RingBuffer {
     }
 
     /// Like [`read`](Self::read), also copying each sample's segment and flags.
-    pub fn read_with_meta(
+    pub fn read_with_meta<T: Sample>(
         &self,
         start: u64,
-        data: &mut [f32],
+        data: &mut [T],
         timestamps: &mut [f64],
         segments: &mut [u32],
         flags: &mut [u8],
@@ -183,7 +211,7 @@ impl RingWriter {
 
     /// Appends samples (sample-major `data`, one timestamp each), all in `segment`.
     /// Returns how many samples had a non-finite value. Allocates nothing.
-    pub fn push(&mut self, data: &[f32], timestamps: &[f64], segment: u32) -> usize {
+    pub fn push<V: Sample>(&mut self, data: &[V], timestamps: &[f64], segment: u32) -> usize {
         let r = &*self.ring;
         let n = timestamps.len();
         debug_assert_eq!(data.len(), n * r.channels);
@@ -198,6 +226,7 @@ impl RingWriter {
             let row = &data[i * r.channels..(i + 1) * r.channels];
             let mut finite = true;
             for (d, &v) in r.data[slot * r.channels..(slot + 1) * r.channels].iter().zip(row) {
+                let v = v.to_f64();
                 finite &= v.is_finite();
                 d.store(v.to_bits(), Ordering::Relaxed);
             }
@@ -224,7 +253,7 @@ mod tests {
             w.push(&data, &ts, k as u32 / 3);
         }
         assert_eq!(ring.head(), 21);
-        let mut d = vec![0.0; 3 * 5];
+        let mut d = vec![0.0f32; 3 * 5];
         let mut t = vec![0.0; 5];
         ring.read(15, &mut d, &mut t).unwrap();
         assert_eq!(t, vec![15.0, 16.0, 17.0, 18.0, 19.0]);
@@ -240,9 +269,22 @@ mod tests {
     #[test]
     fn flags_non_finite_samples() {
         let (mut w, ring) = RingBuffer::new(2, 8);
-        let bad = w.push(&[1.0, f32::NAN, 2.0, 3.0, f32::INFINITY, 0.0], &[0.0, 1.0, 2.0], 0);
+        let bad = w.push(&[1.0f32, f32::NAN, 2.0, 3.0, f32::INFINITY, 0.0], &[0.0, 1.0, 2.0], 0);
         assert_eq!(bad, 2);
         assert_eq!(ring.meta(0).unwrap().flags, FLAG_NON_FINITE);
         assert_eq!(ring.meta(1).unwrap().flags, 0);
+    }
+
+    #[test]
+    fn double64_and_int32_values_come_back_exactly() {
+        let (mut w, ring) = RingBuffer::new(2, 4);
+        let v = [0.1f64 + 1e-12, -2_147_483_647.0, 1e-300, 16_777_217.0];
+        w.push(&v, &[0.0, 1.0], 0);
+        let (mut d, mut t) = ([0.0f64; 4], [0.0; 2]);
+        ring.read(0, &mut d, &mut t).unwrap();
+        assert_eq!(d, v);
+        let mut f = [0.0f32; 4];
+        ring.read(0, &mut f, &mut t).unwrap();
+        assert_eq!(f[0], 0.1f32);
     }
 }

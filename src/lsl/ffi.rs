@@ -112,6 +112,8 @@ lsl_api! {
     fn lsl_set_postprocessing(inlet: InletPtr, flags: u32) -> i32;
     fn lsl_pull_sample_f(inlet: InletPtr, buffer: *mut c_float, buffer_elements: i32, timeout: c_double, ec: *mut i32) -> c_double;
     fn lsl_pull_chunk_f(inlet: InletPtr, data: *mut c_float, timestamps: *mut c_double, data_elements: c_ulong, timestamp_elements: c_ulong, timeout: c_double, ec: *mut i32) -> c_ulong;
+    fn lsl_pull_sample_d(inlet: InletPtr, buffer: *mut c_double, buffer_elements: i32, timeout: c_double, ec: *mut i32) -> c_double;
+    fn lsl_pull_chunk_d(inlet: InletPtr, data: *mut c_double, timestamps: *mut c_double, data_elements: c_ulong, timestamp_elements: c_ulong, timeout: c_double, ec: *mut i32) -> c_ulong;
     fn lsl_pull_sample_str(inlet: InletPtr, buffer: *mut *mut c_char, buffer_elements: i32, timeout: c_double, ec: *mut i32) -> c_double;
     fn lsl_samples_available(inlet: InletPtr) -> u32;
     fn lsl_was_clock_reset(inlet: InletPtr) -> u32;

@@ -153,6 +153,46 @@ impl Inlet {
         pull_result(ec, timeout_s)?;
         Ok((ts != 0.0).then_some(ts))
     }
+
+    /// [`pull_chunk`](Self::pull_chunk) in double precision: float32, double64 and
+    /// integer sources up to 2^53 arrive exactly as pushed. Allocates nothing.
+    pub fn pull_chunk_f64(
+        &mut self,
+        data: &mut [f64],
+        timestamps: &mut [f64],
+        timeout_s: f64,
+    ) -> Result<usize, PullError> {
+        let max_samples = timestamps.len().min(data.len() / self.channels.max(1));
+        assert!(max_samples > 0 || timestamps.is_empty(), "pull_chunk_f64: buffers too small");
+        let mut ec = 0;
+        // SAFETY: both buffers are valid for the element counts passed (checked above);
+        // liblsl writes at most that many elements and returns the count written.
+        let elements = unsafe {
+            (self.api.lsl_pull_chunk_d)(
+                self.ptr,
+                data.as_mut_ptr(),
+                timestamps.as_mut_ptr(),
+                (max_samples * self.channels) as _,
+                max_samples as _,
+                timeout_s,
+                &mut ec,
+            )
+        };
+        pull_result(ec, timeout_s)?;
+        Ok(elements as usize / self.channels.max(1))
+    }
+
+    /// [`pull_sample`](Self::pull_sample) in double precision.
+    pub fn pull_sample_f64(&mut self, data: &mut [f64], timeout_s: f64) -> Result<Option<f64>, PullError> {
+        assert!(data.len() >= self.channels, "pull_sample_f64: buffer too small");
+        let mut ec = 0;
+        // SAFETY: `data` holds at least `channels` doubles, which is what we tell liblsl.
+        let ts = unsafe {
+            (self.api.lsl_pull_sample_d)(self.ptr, data.as_mut_ptr(), self.channels as i32, timeout_s, &mut ec)
+        };
+        pull_result(ec, timeout_s)?;
+        Ok((ts != 0.0).then_some(ts))
+    }
 }
 
 fn pull_result(ec: i32, timeout_s: f64) -> Result<(), PullError> {

@@ -16,6 +16,7 @@ pub struct Outlet {
     scratch_i16: Vec<i16>,
     scratch_i32: Vec<i32>,
     scratch_f64: Vec<f64>,
+    scratch_f32: Vec<f32>,
 }
 
 // SAFETY: liblsl outlets are thread-safe; we only push through `&mut self`.
@@ -49,6 +50,7 @@ impl Outlet {
             scratch_i16: vec![0; sized(ChannelFormat::Int16)],
             scratch_i32: vec![0; sized(ChannelFormat::Int32)],
             scratch_f64: vec![0.0; sized(ChannelFormat::Double64)],
+            scratch_f32: vec![0.0; sized(ChannelFormat::Float32)],
         })
     }
 
@@ -79,6 +81,45 @@ impl Outlet {
                 let buf = scratch(&mut self.scratch_f64, n)?;
                 buf.iter_mut().zip(data).for_each(|(d, &s)| *d = f64::from(s));
                 unsafe { (api.lsl_push_chunk_dtnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
+            }
+            ChannelFormat::Int16 => {
+                let buf = scratch(&mut self.scratch_i16, n)?;
+                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i16);
+                unsafe { (api.lsl_push_chunk_stnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
+            }
+            ChannelFormat::Int32 => {
+                let buf = scratch(&mut self.scratch_i32, n)?;
+                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i32);
+                unsafe { (api.lsl_push_chunk_itnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
+            }
+            other => return Err(LslError::WrongFormat { name: String::new(), format: other, expected: "numeric" }),
+        };
+        super::check_ec(ec, "lsl_push_chunk", 0.0)
+    }
+
+    /// [`push_chunk`](Self::push_chunk) from double-precision values: a double64 outlet
+    /// gets them unchanged (replaying a recording gives the source's values exactly).
+    pub fn push_chunk_f64(&mut self, data: &[f64], timestamps: &[f64]) -> Result<(), LslError> {
+        let n = timestamps.len() * self.channels;
+        if data.len() != n {
+            return Err(LslError::Argument(format!(
+                "push_chunk: {} values for {} samples x {} channels",
+                data.len(),
+                timestamps.len(),
+                self.channels
+            )));
+        }
+        let api = self.api;
+        // SAFETY (all arms): the data pointer is valid for `n` elements and the timestamp
+        // pointer for `n / channels` elements, exactly what liblsl reads.
+        let ec = match self.format {
+            ChannelFormat::Double64 => unsafe {
+                (api.lsl_push_chunk_dtnp)(self.ptr, data.as_ptr(), n as _, timestamps.as_ptr(), 1)
+            },
+            ChannelFormat::Float32 => {
+                let buf = scratch(&mut self.scratch_f32, n)?;
+                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s as f32);
+                unsafe { (api.lsl_push_chunk_ftnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
             ChannelFormat::Int16 => {
                 let buf = scratch(&mut self.scratch_i16, n)?;

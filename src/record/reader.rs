@@ -22,8 +22,9 @@ pub struct XdfStream {
     pub labels: Vec<String>,
     pub units: Vec<String>,
     pub timestamps: Vec<f64>,
-    /// Numeric samples, sample-major, converted to f32.
-    pub values: Vec<f32>,
+    /// Numeric samples, sample-major, in double precision (every XDF numeric format's
+    /// values exactly, int64 up to 2^53).
+    pub values: Vec<f64>,
     /// String samples (one channel).
     pub strings: Vec<String>,
     /// (collection time, offset) pairs.
@@ -133,14 +134,14 @@ fn value_width(format: &str) -> Option<usize> {
     })
 }
 
-fn to_f32(format: &str, b: &[u8]) -> f32 {
+fn to_f64(format: &str, b: &[u8]) -> f64 {
     match format {
-        "float32" => f32::from_le_bytes(b.try_into().expect("4")),
-        "double64" => f64::from_le_bytes(b.try_into().expect("8")) as f32,
-        "int32" => i32::from_le_bytes(b.try_into().expect("4")) as f32,
-        "int64" => i64::from_le_bytes(b.try_into().expect("8")) as f32,
-        "int16" => i16::from_le_bytes(b.try_into().expect("2")) as f32,
-        _ => b[0] as i8 as f32,
+        "float32" => f64::from(f32::from_le_bytes(b.try_into().expect("4"))),
+        "double64" => f64::from_le_bytes(b.try_into().expect("8")),
+        "int32" => f64::from(i32::from_le_bytes(b.try_into().expect("4"))),
+        "int64" => i64::from_le_bytes(b.try_into().expect("8")) as f64,
+        "int16" => f64::from(i16::from_le_bytes(b.try_into().expect("2"))),
+        _ => f64::from(b[0] as i8),
     }
 }
 
@@ -161,7 +162,7 @@ fn samples(s: &mut XdfStream, c: &mut Cursor<'_>) -> Result<(), String> {
         } else {
             let w = value_width(&s.format).ok_or_else(|| format!("unsupported channel format '{}'", s.format))?;
             let bytes = c.take(w.checked_mul(s.channel_count).ok_or("sample size overflows")?)?;
-            s.values.extend(bytes.chunks_exact(w).map(|b| to_f32(&s.format, b)));
+            s.values.extend(bytes.chunks_exact(w).map(|b| to_f64(&s.format, b)));
         }
         s.timestamps.push(ts);
     }

@@ -159,7 +159,7 @@ fn run(
 ) {
     let c = src.ring.channels();
     let chunk = 1024usize;
-    let mut data = vec![0.0f32; chunk * c];
+    let mut data = vec![0.0f64; chunk * c];
     let mut ts = vec![0.0f64; chunk];
     let mut strings: Vec<(f64, String)> = Vec::new();
     let mut active: Option<Active> = None;
@@ -255,7 +255,7 @@ fn open(
         xml_escape(&src.metadata.to_string())
     );
     let mut writer = XdfWriter::create(file, &header).map_err(io)?;
-    writer.stream_header(MEG_ID, &float32_header(&src.meg.xml)).map_err(io)?;
+    writer.stream_header(MEG_ID, &recorded_header(&src.meg.xml, src.meg.format)).map_err(io)?;
     if let Some((d, _)) = &src.markers {
         writer.stream_header(MARKERS_ID, &d.xml).map_err(io)?;
     }
@@ -300,7 +300,7 @@ fn write_offsets(a: &mut Active, src: &RecorderSources) -> std::io::Result<()> {
 fn tick(
     a: &mut Active,
     src: &RecorderSources,
-    data: &mut [f32],
+    data: &mut [f64],
     ts: &mut [f64],
     strings: &mut Vec<(f64, String)>,
 ) -> std::io::Result<()> {
@@ -318,7 +318,7 @@ fn tick(
         match src.ring.read(a.cursor, &mut data[..n * c], &mut ts[..n]) {
             Ok(_) => {
                 ts[..n].iter_mut().for_each(|t| *t -= offset);
-                a.writer.samples_f32(MEG_ID, &ts[..n], &data[..n * c], c)?;
+                a.writer.samples_as(MEG_ID, &ts[..n], &data[..n * c], c, src.meg.format)?;
                 a.meg.add(ts[0], ts[n - 1], n);
                 a.cursor += n as u64;
             }
@@ -377,23 +377,16 @@ fn close(a: &mut Active) -> std::io::Result<()> {
     a.writer.sync()
 }
 
-/// The MEG stream's header as recorded: the samples are written as the float32 values
-/// the service decodes (exact for int8/int16 sources and float32 ones; rounded to 24 bits
-/// of mantissa for double64 and large int32 values), so the header says `float32`, never
-/// the source's format, and keeps that format in `<source_channel_format>`.
-pub(crate) fn float32_header(xml: &str) -> String {
+/// The MEG stream's header as recorded: the source's own header, since the samples are
+/// written in the source's own format (the ring holds them exactly, in double
+/// precision). A source of undefined format is written as float32 and its header says so.
+pub(crate) fn recorded_header(xml: &str, format: crate::lsl::ChannelFormat) -> String {
+    use crate::lsl::ChannelFormat as F;
     let (open, close) = ("<channel_format>", "</channel_format>");
-    match (xml.find(open), xml.find(close)) {
-        (Some(a), Some(b)) if b > a => {
-            let source = &xml[a + open.len()..b];
-            if source == "float32" {
-                return xml.to_string();
-            }
-            format!(
-                "{}{open}float32{close}<source_channel_format>{source}</source_channel_format>{}",
-                &xml[..a],
-                &xml[b + close.len()..]
-            )
+    match (format, xml.find(open), xml.find(close)) {
+        (F::Float32 | F::Double64 | F::Int8 | F::Int16 | F::Int32 | F::Int64, _, _) => xml.to_string(),
+        (_, Some(a), Some(b)) if b > a => {
+            format!("{}{open}float32{close}{}", &xml[..a], &xml[b + close.len()..])
         }
         _ => xml.to_string(),
     }

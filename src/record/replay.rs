@@ -86,6 +86,7 @@ pub fn decode_offline(
     let mut out = Vec::new();
     let mut next_marker = 0;
     let chunk = 256;
+    let mut rows: Vec<f32> = Vec::with_capacity(chunk * c);
     let mut start = 0;
     while start < ts.len() {
         let end = (start + chunk).min(ts.len());
@@ -94,17 +95,13 @@ pub fn decode_offline(
             next_marker += 1;
         }
         let last = ts[end - 1];
-        core.push_samples(
-            &meg.values[start * c..end * c],
-            &ts[start..end],
-            &segments[start..end],
-            &|| last,
-            &mut |mut d| {
-                d.decoded_at = d.window_end;
-                d.latency_s = 0.0;
-                out.push(d)
-            },
-        );
+        rows.clear();
+        rows.extend(meg.values[start * c..end * c].iter().map(|&v| v as f32));
+        core.push_samples(&rows, &ts[start..end], &segments[start..end], &|| last, &mut |mut d| {
+            d.decoded_at = d.window_end;
+            d.latency_s = 0.0;
+            out.push(d)
+        });
         start = end;
     }
     Ok(out)
@@ -139,8 +136,15 @@ pub fn play(f: &XdfFile, opts: &PlayOptions, stop: &AtomicBool) -> anyhow::Resul
         let out = if s.format == "string" {
             Out::Strings(StringOutlet(crate::lsl::MarkerOutlet::create(&name, &sid)?))
         } else {
-            let mut info =
-                StreamInfo::new(&name, &s.kind, s.channel_count, s.nominal_srate, ChannelFormat::Float32, &sid)?;
+            // The recorded format, so the values arrive exactly as the source sent them
+            // (int8 as int16, int64 as double64: the outlets liblsl gives us).
+            let format = match s.format.as_str() {
+                "double64" | "int64" => ChannelFormat::Double64,
+                "int32" => ChannelFormat::Int32,
+                "int16" | "int8" => ChannelFormat::Int16,
+                _ => ChannelFormat::Float32,
+            };
+            let mut info = StreamInfo::new(&name, &s.kind, s.channel_count, s.nominal_srate, format, &sid)?;
             let chans: Vec<ChannelInfo> = (0..s.channel_count)
                 .map(|i| ChannelInfo {
                     label: s.labels.get(i).cloned().unwrap_or_default(),
@@ -189,7 +193,7 @@ pub fn play(f: &XdfFile, opts: &PlayOptions, stop: &AtomicBool) -> anyhow::Resul
             let (s, out, ts) = &mut streams[i];
             let new_ts: Vec<f64> = ts[pos[i]..end].iter().map(|t| t0 + (t - t_first)).collect();
             match out {
-                Out::Numeric(o, c) => o.push_chunk(&s.values[pos[i] * *c..end * *c], &new_ts)?,
+                Out::Numeric(o, c) => o.push_chunk_f64(&s.values[pos[i] * *c..end * *c], &new_ts)?,
                 Out::Strings(o) => {
                     for (k, t) in new_ts.iter().enumerate() {
                         o.0.push_marker(&s.strings[pos[i] + k], *t)?;

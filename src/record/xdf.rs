@@ -99,6 +99,36 @@ impl XdfWriter {
         self.emit(TAG_SAMPLES)
     }
 
+    /// A samples chunk written in `format` (the source's own: float32, double64, int8..64)
+    /// from the ring's double-precision values, which hold every such value exactly.
+    pub fn samples_as(
+        &mut self,
+        id: u32,
+        timestamps: &[f64],
+        values: &[f64],
+        channels: usize,
+        format: crate::lsl::ChannelFormat,
+    ) -> std::io::Result<()> {
+        use crate::lsl::ChannelFormat as F;
+        self.body.extend_from_slice(&id.to_le_bytes());
+        put_varlen(&mut self.body, timestamps.len() as u64);
+        for (t, row) in timestamps.iter().zip(values.chunks_exact(channels)) {
+            self.body.push(8);
+            self.body.extend_from_slice(&t.to_le_bytes());
+            for &v in row {
+                match format {
+                    F::Double64 => self.body.extend_from_slice(&v.to_le_bytes()),
+                    F::Int8 => self.body.extend_from_slice(&(v as i8).to_le_bytes()),
+                    F::Int16 => self.body.extend_from_slice(&(v as i16).to_le_bytes()),
+                    F::Int32 => self.body.extend_from_slice(&(v as i32).to_le_bytes()),
+                    F::Int64 => self.body.extend_from_slice(&(v as i64).to_le_bytes()),
+                    F::Float32 | F::String | F::Undefined => self.body.extend_from_slice(&(v as f32).to_le_bytes()),
+                }
+            }
+        }
+        self.emit(TAG_SAMPLES)
+    }
+
     /// A samples chunk of a single-channel string stream.
     pub fn samples_str<'a>(
         &mut self,
