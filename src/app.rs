@@ -100,12 +100,12 @@ impl App {
         let hub = Hub::new(cfg.server.hub_capacity);
         let (to_recorder_d, recorder_decodings) = crossbeam_channel::bounded(4096);
         let (to_recorder_n, recorder_notes) = crossbeam_channel::bounded(64);
-        let recorder = if recording {
-            let metadata = serde_json::json!({
+        let metadata = Arc::new(RwLock::new(serde_json::json!({
                 "model": {"name": contract.name, "sha256": core.encoder().sha256(), "dir": cfg.model.dir},
                 "pipeline": pc,
                 "stream": {"name": acquisition.description.name, "source_id": acquisition.description.source_id},
-            });
+        })));
+        let recorder = if recording {
             let sources = RecorderSources {
                 meg: acquisition.description.clone(),
                 ring: acquisition.ring.clone(),
@@ -113,7 +113,7 @@ impl App {
                 markers: markers.as_ref().map(|m| (m.description.clone(), recorder_markers)),
                 decodings: recorder_decodings,
                 notes: Some(recorder_notes),
-                metadata,
+                metadata: metadata.clone(),
             };
             Some(Recorder::start(cfg.recording.dir.clone(), sources)?)
         } else {
@@ -162,9 +162,11 @@ impl App {
             seg_offset: pipeline.seg_offset.clone(),
             to_pipeline: to_pipeline_models,
             model_root,
-            current: Mutex::new((cfg.model.dir.canonicalize()?, sha)),
+            busy: Mutex::new(()),
+            current: Arc::new(RwLock::new((cfg.model.dir.canonicalize()?, sha))),
             model: model.clone(),
             gallery: gallery.clone(),
+            metadata: recording.then_some(metadata),
             notes: recording.then_some(to_recorder_n),
             switches: Default::default(),
             markers_expected: markers.is_some(),

@@ -230,6 +230,16 @@ pub enum ConfigError {
     Invalid { path: String, key: &'static str, why: String },
 }
 
+/// A number as an error message shows it: short even when it is huge (1e300, not 301
+/// digits).
+pub fn shown(v: f64) -> String {
+    if v.is_finite() && v != 0.0 && !(1e-3..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 impl Config {
     /// Parses a TOML file (no path checks: see [`validate`](Self::validate)).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -285,13 +295,13 @@ impl Config {
         let bad = |key: &'static str, why: String| Err(ConfigError::Invalid { path: origin.into(), key, why });
         if let Some(s) = self.preprocessing.settle_s {
             if !s.is_finite() || !(0.0..=600.0).contains(&s) {
-                return bad("preprocessing.settle_s", format!("must be 0..600 seconds, got {s}"));
+                return bad("preprocessing.settle_s", format!("must be 0..600 seconds, got {}", shown(s)));
             }
         }
         let ev = &self.events;
         for (key, v) in [("events.min_interval_s", ev.min_interval_s), ("events.pair_window_s", ev.pair_window_s)] {
             if !v.is_finite() || !(0.0..=10.0).contains(&v) {
-                return bad(key, format!("must be 0..10 seconds, got {v}"));
+                return bad(key, format!("must be 0..10 seconds, got {}", shown(v)));
             }
         }
         if ev.trigger_mask == 0 {
@@ -324,7 +334,7 @@ impl Config {
                 Err(ConfigError::Invalid {
                     path: origin.into(),
                     key,
-                    why: format!("must be {lo}..{hi} {unit}, got {v}"),
+                    why: format!("must be {lo}..{hi} {unit}, got {}", shown(v)),
                 })
             }
         };

@@ -93,75 +93,101 @@ pub struct ModelSwitcher {
     pub to_pipeline: Sender<ModelSwitch>,
     /// Directories LoadModel may name (the running model's parent unless configured).
     pub model_root: PathBuf,
-    /// The running model's directory and encoder sha256 (one switch at a time).
-    pub current: Mutex<(PathBuf, String)>,
+    /// One switch at a time (held for the whole load; status never waits on it).
+    pub busy: Mutex<()>,
+    /// The running model's directory and encoder sha256 (updated as the pipeline switches).
+    pub current: Arc<RwLock<(PathBuf, String)>>,
     pub model: Arc<RwLock<ModelInfo>>,
     pub gallery: Arc<RwLock<Option<Arc<Gallery>>>>,
+    /// The recording header's metadata (its "model" entry follows the running model).
+    pub metadata: Option<Arc<RwLock<serde_json::Value>>>,
     /// Notes for the recording's decodings stream (time, JSON).
     pub notes: Option<Sender<(f64, String)>>,
-    pub switches: std::sync::atomic::AtomicU64,
+    pub switches: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a marker stream feeds the pipeline (as for the first core).
     pub markers_expected: bool,
 }
 
+/// How long the caller waits for the pipeline to take a primed model.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl ModelSwitcher {
-    /// The directory a LoadModel request names: a model directory inside the model root
-    /// (a name such as `demo-brain`, or a path below the root), never outside it.
+    /// The directory a LoadModel request names: a model directory inside the model root,
+    /// by name or relative path (no absolute paths, no `..`), never outside it. Errors
+    /// name what was asked, never a server path.
     pub fn resolve(&self, requested: &str) -> Result<PathBuf, SwitchError> {
         let shown: String = requested.chars().take(80).collect::<String>().escape_default().to_string();
-        if requested.is_empty() || requested.len() > 4096 {
-            return Err(SwitchError::NotAllowed(
-                "model must name a model directory inside the server's model root".into(),
-            ));
+        let rel = Path::new(requested);
+        let plain =
+            rel.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        if requested.is_empty() || requested.len() > 1024 || !plain {
+            return Err(SwitchError::NotAllowed(format!(
+                "'{shown}': name a model directory inside the server's model root (server.model_root), by name or relative path without '..'"
+            )));
         }
         let root = self.model_root.canonicalize().map_err(|e| {
-            SwitchError::NotAllowed(format!("the model root {} is not readable ({e})", self.model_root.display()))
+            tracing::error!("model root {}: {e}", self.model_root.display());
+            SwitchError::NotAllowed("the server's model root is not readable; the server log says why".into())
         })?;
-        let joined = if Path::new(requested).is_absolute() { PathBuf::from(requested) } else { root.join(requested) };
-        let dir = joined
+        let dir = root
+            .join(rel)
             .canonicalize()
-            .map_err(|_| SwitchError::NotFound(format!("no model directory '{shown}' in {}", root.display())))?;
+            .map_err(|_| SwitchError::NotFound(format!("no model directory '{shown}' in the model root")))?;
         if !dir.starts_with(&root) || dir == root {
-            return Err(SwitchError::NotAllowed(format!(
-                "'{shown}' is outside the model root {} (server.model_root)",
-                root.display()
-            )));
+            return Err(SwitchError::NotAllowed(format!("'{shown}' leads outside the model root")));
         }
         Ok(dir)
     }
 
     /// The running model's directory.
     pub fn current_dir(&self) -> PathBuf {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// The running model's encoder sha256.
+    pub fn current_sha(&self) -> String {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    /// A load error as the caller sees it: server paths replaced by the model root's name.
+    fn hide_paths(&self, msg: String) -> String {
+        match self.model_root.canonicalize() {
+            Ok(root) => msg.replace(&root.display().to_string(), "<model root>"),
+            Err(_) => msg,
+        }
     }
 
     /// Loads `dir`, checks it against the stream, primes it and switches the pipeline to
     /// it. Blocks (seconds: model load and warm-up); run it off the async runtime.
     pub fn switch_to(&self, dir: &Path) -> Result<SwitchReport, SwitchError> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let loaded = LoadedModel::load(dir, &self.opts)
-            .map_err(|e| SwitchError::Rejected(format!("model {} not loaded: {e:#}", dir.display())))?;
+        let _one_at_a_time = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = LoadedModel::load(dir, &self.opts).map_err(|e| {
+            tracing::warn!("model {} not loaded: {e:#}", dir.display());
+            SwitchError::Rejected(self.hide_paths(format!("model {} not loaded: {e:#}", dir.display())))
+        })?;
         let sha = loaded.encoder.sha256().to_string();
         let mut core = DecoderCore::new(loaded.encoder, loaded.gallery.clone(), &self.stream, self.config.clone())
             .map_err(|e| {
-                SwitchError::Rejected(format!(
+                SwitchError::Rejected(self.hide_paths(format!(
                     "model {} cannot decode stream '{}': {e}",
                     dir.display(),
                     self.stream.name
-                ))
+                )))
             })?;
         core.set_markers_expected(self.markers_expected);
         let generator = loaded.generator;
         let info = model_info(&core, generator.is_some());
 
-        // Prime on the recent past: the filters' settle time, the scaler's fit, a window
-        // and a second of margin (as much as the ring holds).
+        // Prime on the recent past: the filters' settle time, the scaler's fit, and the
+        // model-rate buffer the old core keeps for late markers (at least a window and a
+        // second), as much as the ring holds.
         let contract = core.contract();
         let fit_s = match contract.scaler {
             ScalerSpec::FitSeconds(s) => s,
             _ => 0.0,
         };
-        let past_s = core.preprocessor().settle_s() + fit_s + contract.window_s() + 1.0;
+        let kept_s = self.config.buffer_s.max(contract.window_s() + 1.0);
+        let past_s = core.preprocessor().settle_s() + fit_s + kept_s;
         let rate = self.stream.nominal_srate.max(1.0);
         let seg_offset = self.seg_offset.load(Ordering::Relaxed);
         let head = self.ring.head();
@@ -175,7 +201,7 @@ impl ModelSwitcher {
             let n = ((head - pos) as usize).min(chunk);
             self.ring
                 .read_with_meta(pos, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n])
-                .map_err(|e| SwitchError::Unavailable(format!("reading the stream's recent past: {e:?}; try again")))?;
+                .map_err(|e| SwitchError::Unavailable(format!("reading the stream's recent past: {e}; try again")))?;
             if seg_offset > 0 {
                 seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
             }
@@ -183,19 +209,49 @@ impl ModelSwitcher {
             pos += n as u64;
         }
 
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        // What the pipeline does at the moment it swaps cores, before the new model's
+        // first decoding: status, gallery and the recording's header follow.
         let id = core.model_id().clone();
+        let on_switch = {
+            let (model, gallery, current) = (self.model.clone(), self.gallery.clone(), self.current.clone());
+            let (metadata, switches) = (self.metadata.clone(), self.switches.clone());
+            let (info, gallery_new, dir, sha) = (info.clone(), loaded.gallery, dir.to_path_buf(), sha);
+            Box::new(move || {
+                if let Some(m) = &metadata {
+                    m.write().unwrap_or_else(|e| e.into_inner())["model"] =
+                        serde_json::json!({"name": info.name, "sha256": sha, "dir": dir});
+                }
+                *model.write().unwrap_or_else(|e| e.into_inner()) = info;
+                *gallery.write().unwrap_or_else(|e| e.into_inner()) = gallery_new;
+                *current.write().unwrap_or_else(|e| e.into_inner()) = (dir, sha);
+                switches.fetch_add(1, Ordering::Relaxed);
+            }) as Box<dyn FnOnce() + Send>
+        };
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(SWITCH_PENDING));
+        let (reply, answer) = crossbeam_channel::bounded(1);
         self.to_pipeline
-            .send(ModelSwitch { core, position: head, seg_offset, generator, reply })
-            .map_err(|_| SwitchError::Unavailable("the pipeline is not running".into()))?;
-        let done = answer
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| SwitchError::Unavailable("the pipeline did not take the model within 30 s".into()))?
-            .map_err(SwitchError::Unavailable)?;
-        *self.model.write().unwrap_or_else(|e| e.into_inner()) = info.clone();
-        *self.gallery.write().unwrap_or_else(|e| e.into_inner()) = loaded.gallery;
-        *current = (dir.to_path_buf(), sha);
-        self.switches.fetch_add(1, Ordering::Relaxed);
+            .send(ModelSwitch { core, position: head, seg_offset, generator, reply, state: state.clone(), on_switch })
+            .map_err(|_| SwitchError::Unavailable("the pipeline has stopped".into()))?;
+        let done = match answer.recv_timeout(TAKE_TIMEOUT) {
+            Ok(r) => r.map_err(SwitchError::Unavailable)?,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Err(SwitchError::Unavailable("the pipeline has stopped".into()))
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Withdraw it, unless the pipeline is taking it right now.
+                if state.compare_exchange(SWITCH_PENDING, SWITCH_CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                {
+                    return Err(SwitchError::Unavailable(format!(
+                        "the pipeline is more than {} s behind the stream and did not take the model; the running model goes on",
+                        TAKE_TIMEOUT.as_secs()
+                    )));
+                }
+                answer
+                    .recv()
+                    .map_err(|_| SwitchError::Unavailable("the pipeline has stopped".into()))?
+                    .map_err(SwitchError::Unavailable)?
+            }
+        };
         if let Some(notes) = &self.notes {
             let note = serde_json::json!({
                 "event": "model_switch",
@@ -209,9 +265,9 @@ impl ModelSwitcher {
         }
         Ok(SwitchReport { model: info, dir: dir.to_path_buf(), done })
     }
-
-    /// The running model's encoder sha256.
-    pub fn current_sha(&self) -> String {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
-    }
 }
+
+/// A [`ModelSwitch`]'s state: sent, taken by the pipeline, or withdrawn by its caller.
+pub const SWITCH_PENDING: u8 = 0;
+pub const SWITCH_TAKEN: u8 = 1;
+pub const SWITCH_CANCELLED: u8 = 2;

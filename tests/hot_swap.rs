@@ -42,13 +42,15 @@ open(os.path.join(d, "encoder.onnx"), "wb").write(b"not an onnx file" * 100)
 /// What pyxdf finds in the decodings stream: the switch events and each decoding's model.
 const READ_SWITCHES: &str = r#"
 import sys, json, glob, pyxdf
-path = glob.glob(sys.argv[1] + "/**/*.xdf", recursive=True)[0]
-streams, _ = pyxdf.load_xdf(path)
-dec = [s for s in streams if s["info"]["type"][0] == "Decodings"][0]
-rows = [json.loads(x[0]) for x in dec["time_series"]]
+rows, headers = [], []
+for path in sorted(glob.glob(sys.argv[1] + "/**/*.xdf", recursive=True)):
+    streams, header = pyxdf.load_xdf(path)
+    headers.append(json.loads(header["info"]["meg_decoder"][0])["model"]["name"])
+    dec = [s for s in streams if s["info"]["type"][0] == "Decodings"][0]
+    rows += [json.loads(x[0]) for x in dec["time_series"]]
 events = [r for r in rows if "event" in r]
 models = sorted({r["model"] for r in rows if "sequence" in r})
-print(json.dumps({"events": events, "models": models}))
+print(json.dumps({"events": events, "models": models, "header_models": headers}))
 "#;
 
 fn config(root: &std::path::Path, model: &str, name: &str, port: u16, rec: &std::path::Path) -> String {
@@ -128,7 +130,8 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
         let e = DecoderClient::new(channel.clone()).load_model(load("b")).await.unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
         let refusals = [
-            ("/etc", Code::PermissionDenied, "outside the model root"),
+            ("/etc", Code::PermissionDenied, "inside the server's model root"),
+            ("../../etc", Code::PermissionDenied, "without '..'"),
             ("no-such-model", Code::NotFound, "no model directory"),
             ("corrupt", Code::FailedPrecondition, "not a usable ONNX model"),
             ("bad-channels", Code::FailedPrecondition, "the stream lacks 306 of the model's 306 channels"),
@@ -137,6 +140,8 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
             let e = client.load_model(load(m)).await.unwrap_err();
             assert_eq!(e.code(), code, "{m}: {e:?}");
             assert!(e.message().contains(why), "{m}: {}", e.message());
+            let root_path = root.path().canonicalize().unwrap().display().to_string();
+            assert!(!e.message().contains(&root_path), "{m}: a server path in {}", e.message());
         }
         let before = client.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner().model.unwrap();
         assert!(before.id.starts_with("demo-brain-module-v1@") && before.switches == 0, "{before:?}");
@@ -146,6 +151,11 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
         let now = r.model.unwrap();
         assert!(now.id.starts_with("demo-brain-b@") && now.name == "demo-brain-b" && now.switches == 1, "{now:?}");
         assert!(now.dir.ends_with("/b"), "{}", now.dir);
+        // A recording started now names the running model in its header.
+        client.stop_recording(proto::StopRecordingRequest {}).await.unwrap();
+        let started =
+            client.start_recording(proto::StartRecordingRequest { subject: "02".into(), ..Default::default() }).await;
+        assert!(started.unwrap().into_inner().recording);
         let n = seen.lock().unwrap().len();
         wait_for(n + 40).await;
 
@@ -194,4 +204,6 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
     assert_eq!(events[0]["first_sequence"].as_u64(), Some(first));
     assert!(events[1]["to"].as_str().unwrap().starts_with("demo-brain-module-v1@"));
     assert_eq!(v["models"].as_array().unwrap().len(), 2, "{v}");
+    // sub-01's file started with model a, sub-02's (after LoadModel) with model b.
+    assert_eq!(v["header_models"], serde_json::json!(["demo-brain-module-v1", "demo-brain-b"]), "{v}");
 }

@@ -65,7 +65,7 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
         markers: Some((markers.description.clone(), mrx)),
         decodings: drx,
         notes: None,
-        metadata: serde_json::json!({"test": true}),
+        metadata: Arc::new(std::sync::RwLock::new(serde_json::json!({"test": true}))),
     };
     let rec = Recorder::start(dir.path().to_path_buf(), sources).unwrap();
     let st = rec.start_from(RecordingLabels { subject: "S01".into(), ..Default::default() }, Some(0)).unwrap();

@@ -76,7 +76,8 @@ impl MegAcquisition {
             return Err(IngestError::IrregularRate { name: description.name.clone() });
         }
         let samples = (cfg.ring_seconds * srate).ceil();
-        let bytes = samples * description.channel_count as f64 * 4.0;
+        // Values are kept as f64 (8 bytes), plus 8+4+1 bytes of timestamp, segment and flags.
+        let bytes = samples * (description.channel_count as f64 * 8.0 + 13.0);
         if !bytes.is_finite() || bytes > MAX_RING_BYTES {
             return Err(IngestError::RingTooLarge {
                 name: description.name.chars().take(64).collect(),

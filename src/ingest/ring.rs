@@ -227,7 +227,8 @@ impl RingWriter {
             let mut finite = true;
             for (d, &v) in r.data[slot * r.channels..(slot + 1) * r.channels].iter().zip(row) {
                 let v = v.to_f64();
-                finite &= v.is_finite();
+                // Finite as the decoder reads it (f32): a double beyond 3.4e38 is flagged.
+                finite &= (v as f32).is_finite();
                 d.store(v.to_bits(), Ordering::Relaxed);
             }
             r.times[slot].store(timestamps[i].to_bits(), Ordering::Relaxed);

@@ -75,15 +75,20 @@ impl GeneratedImage {
 
 pub type ImageSink = Box<dyn FnMut(&GeneratedImage) + Send>;
 
-type Slot = Arc<(Mutex<Option<(u64, Vec<f32>)>>, Condvar)>;
-/// A generator to use from the next image on (`Some(None)`: none, the new model has none).
-type NextGenerator = Arc<Mutex<Option<Option<Generator>>>>;
+/// The newest job: (sequence, embedding, model epoch it came from).
+type Slot = Arc<(Mutex<Option<(u64, Vec<f32>, u64)>>, Condvar)>;
+/// A generator to use from the next image on (`None` inside: the new model has none), with
+/// the model epoch it belongs to.
+type NextGenerator = Arc<Mutex<Option<(Option<Generator>, u64)>>>;
 
 /// Runs the generator on its own thread, always on the newest embedding submitted:
 /// older ones that it had no time for are dropped (and counted).
 pub struct ImageWorker {
     slot: Slot,
     next: NextGenerator,
+    /// Bumped by each model switch: a job from an older model is never drawn by a newer
+    /// model's generator.
+    epoch: Arc<AtomicU64>,
     pub generated: Arc<AtomicU64>,
     thread: StoppableThread,
 }
@@ -94,7 +99,9 @@ impl ImageWorker {
         let slot: Slot = Arc::new((Mutex::new(None), Condvar::new()));
         let next: NextGenerator = Arc::new(Mutex::new(None));
         let generated = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(AtomicU64::new(0));
         let (slot2, gen2, next2) = (slot.clone(), generated.clone(), next.clone());
+        let mut mine = 0u64;
         let thread = StoppableThread::spawn("generator".into(), move |stop| loop {
             let job = {
                 let (lock, cv) = &*slot2;
@@ -104,9 +111,13 @@ impl ImageWorker {
                 }
                 g.take()
             };
-            let Some((sequence, embedding)) = job else { break };
-            if let Some(g) = next2.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let Some((sequence, embedding, job_epoch)) = job else { break };
+            if let Some((g, e)) = next2.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 generator = g;
+                mine = e;
+            }
+            if job_epoch != mine {
+                continue;
             }
             let Some(generator) = generator.as_mut() else { continue };
             match generator.generate(&embedding).and_then(|im| {
@@ -128,20 +139,23 @@ impl ImageWorker {
             }
         })
         .expect("spawn generator thread");
-        Self { slot, next, generated, thread }
+        Self { slot, next, epoch, generated, thread }
     }
 
     /// Draws with `generator` from the next image on (a model swapped in); an embedding
     /// of the previous model still waiting is dropped.
     pub fn replace(&self, generator: Option<Generator>) {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(generator);
+        let e = self.epoch.load(Ordering::Relaxed) + 1;
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some((generator, e));
+        self.epoch.store(e, Ordering::Release);
         *self.slot.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Hands the newest embedding over (never blocks on generation).
     pub fn submit(&self, sequence: u64, embedding: &[f32]) {
         let (lock, cv) = &*self.slot;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some((sequence, embedding.to_vec()));
+        let epoch = self.epoch.load(Ordering::Acquire);
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some((sequence, embedding.to_vec(), epoch));
         cv.notify_one();
     }
 
@@ -165,6 +179,12 @@ pub struct ModelSwitch {
     pub seg_offset: u32,
     pub generator: Option<Generator>,
     pub reply: crossbeam_channel::Sender<Result<SwitchDone, String>>,
+    /// Pending, taken or withdrawn ([`crate::swap::SWITCH_PENDING`]...): a caller that gave
+    /// up waiting withdraws it, and the pipeline then drops it.
+    pub state: Arc<std::sync::atomic::AtomicU8>,
+    /// Run by the pipeline thread as it swaps cores, before the new model's first decoding
+    /// (status, gallery and recording metadata follow the model).
+    pub on_switch: Box<dyn FnOnce() + Send>,
 }
 
 /// A switch the pipeline made.
@@ -230,6 +250,16 @@ impl LivePipeline {
                 // The old core decodes up to the sample the new one was primed to; then the
                 // new one catches up on what the old one saw since, and takes over.
                 if let Some(sw) = switch.take_if(|sw| sw.position <= cursor) {
+                    let taken = sw.state.compare_exchange(
+                        crate::swap::SWITCH_PENDING,
+                        crate::swap::SWITCH_TAKEN,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    if taken.is_err() {
+                        tracing::warn!("a model switch was withdrawn by its caller before the pipeline got to it");
+                        continue;
+                    }
                     let reply = sw.reply.clone();
                     let res =
                         take_over(sw, &mut core, &ring, cursor, seg_offset, &mut data, &mut ts, &mut seg, &mut flags)
@@ -332,6 +362,7 @@ fn take_over(
     let previous = core.model_id().clone();
     sw.core.take_over(core);
     std::mem::swap(core, &mut sw.core);
+    (sw.on_switch)();
     tracing::info!("model switched: {} -> {} from decoding #{}", previous, core.model_id(), core.next_sequence());
     Ok((sw.generator.take(), previous))
 }

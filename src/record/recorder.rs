@@ -34,8 +34,9 @@ pub struct RecorderSources {
     /// Events written into the decodings stream as JSON objects with an "event" key
     /// (e.g. a model switch), with their time (local LSL clock).
     pub notes: Option<Receiver<(f64, String)>>,
-    /// Session metadata for the file header (model, configuration...).
-    pub metadata: serde_json::Value,
+    /// Session metadata for the file header (model, configuration...), read when a
+    /// recording starts (a model switch updates its "model").
+    pub metadata: Arc<std::sync::RwLock<serde_json::Value>>,
 }
 
 enum Command {
@@ -252,7 +253,7 @@ fn open(
         labels.subject,
         labels.session,
         labels.task,
-        xml_escape(&src.metadata.to_string())
+        xml_escape(&src.metadata.read().unwrap_or_else(|e| e.into_inner()).to_string())
     );
     let mut writer = XdfWriter::create(file, &header).map_err(io)?;
     writer.stream_header(MEG_ID, &recorded_header(&src.meg.xml, src.meg.format)).map_err(io)?;

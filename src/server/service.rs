@@ -394,8 +394,18 @@ impl proto::decoder_server::Decoder for DecoderService {
             .await
             .map_err(|e| Status::internal(format!("model loader: {e}")))?
             .map_err(switch_status)?;
+        let mut model = self.state.model_status();
+        // This switch's model, even if another switch followed at once.
+        model.name = report.model.name.clone();
+        model.id = report.model.id.clone();
+        model.contract = report.model.contract.clone();
+        model.sha256 = report.model.sha256.clone();
+        model.embedding_space = report.model.embedding_space.clone();
+        model.embedding_dim = report.model.embedding_dim as u32;
+        model.generator = report.model.generator;
+        model.dir = report.dir.display().to_string();
         Ok(Response::new(proto::LoadModelResponse {
-            model: Some(self.state.model_status()),
+            model: Some(model),
             previous: report.done.previous.to_string(),
             first_sequence: report.done.first_sequence,
             switched_at: report.done.at,
