@@ -139,8 +139,12 @@ def read_session(path, decodings="all"):
     decodings: which decodings become annotations: "all", "event_locked" or "none" (the
     DataFrame always has all of them). Each spans its window, described as
     "decoding/<mode>/<top-1 image id>"; markers are "stim/<marker text>"."""
-    import mne
-    import pyxdf
+    try:
+        import mne
+        import pandas  # noqa: F401
+        import pyxdf
+    except ImportError as e:
+        raise ImportError(f"read_session needs mne, pyxdf and pandas ({e}): pip install 'meg-decoder-client[mne]'") from e
 
     if decodings not in ("all", "event_locked", "none"):
         raise ValueError(f"decodings={decodings!r}: use 'all', 'event_locked' or 'none'")
@@ -189,7 +193,7 @@ def read_session(path, decodings="all"):
         a, b = onset(max(t0, ts[0])), onset(min(t1, ts[-1]))
         return (a, b - a) if np.isfinite(a) and np.isfinite(b) and b >= a else (np.nan, 0.0)
 
-    pd = __import__("pandas")
+    import pandas as pd
     marker_rows = []
     for s in marker_streams:
         for (text,), t in zip(s["time_series"], s["time_stamps"]):
