@@ -121,37 +121,7 @@ impl Inlet {
     /// # Panics
     /// If `data` is shorter than `timestamps.len() * channel_count()`.
     pub fn pull_chunk(&mut self, data: &mut [f32], timestamps: &mut [f64], timeout_s: f64) -> Result<usize, PullError> {
-        let max_samples = timestamps.len().min(data.len() / self.channels.max(1));
-        assert!(max_samples > 0 || timestamps.is_empty(), "pull_chunk: buffers too small");
-        let mut ec = 0;
-        // SAFETY: both buffers are valid for the element counts passed (checked above);
-        // liblsl writes at most that many elements and returns the count written.
-        let elements = unsafe {
-            (self.api.lsl_pull_chunk_f)(
-                self.ptr,
-                data.as_mut_ptr(),
-                timestamps.as_mut_ptr(),
-                (max_samples * self.channels) as _,
-                max_samples as _,
-                timeout_s,
-                &mut ec,
-            )
-        };
-        pull_result(ec, timeout_s)?;
-        Ok(elements as usize / self.channels.max(1))
-    }
-
-    /// Waits up to `timeout_s` for one sample into `data[..channels]`; returns its
-    /// timestamp, or `None` on timeout. Used to sleep until data arrives.
-    pub fn pull_sample(&mut self, data: &mut [f32], timeout_s: f64) -> Result<Option<f64>, PullError> {
-        assert!(data.len() >= self.channels, "pull_sample: buffer too small");
-        let mut ec = 0;
-        // SAFETY: `data` holds at least `channels` floats, which is what we tell liblsl.
-        let ts = unsafe {
-            (self.api.lsl_pull_sample_f)(self.ptr, data.as_mut_ptr(), self.channels as i32, timeout_s, &mut ec)
-        };
-        pull_result(ec, timeout_s)?;
-        Ok((ts != 0.0).then_some(ts))
+        self.pull_chunk_with(self.api.lsl_pull_chunk_f, data, timestamps, timeout_s)
     }
 
     /// [`pull_chunk`](Self::pull_chunk) in double precision: float32, double64 and
@@ -162,13 +132,36 @@ impl Inlet {
         timestamps: &mut [f64],
         timeout_s: f64,
     ) -> Result<usize, PullError> {
+        self.pull_chunk_with(self.api.lsl_pull_chunk_d, data, timestamps, timeout_s)
+    }
+
+    /// Waits up to `timeout_s` for one sample into `data[..channels]`; returns its
+    /// timestamp, or `None` on timeout. Used to sleep until data arrives.
+    pub fn pull_sample(&mut self, data: &mut [f32], timeout_s: f64) -> Result<Option<f64>, PullError> {
+        self.pull_sample_with(self.api.lsl_pull_sample_f, data, timeout_s)
+    }
+
+    /// [`pull_sample`](Self::pull_sample) in double precision.
+    pub fn pull_sample_f64(&mut self, data: &mut [f64], timeout_s: f64) -> Result<Option<f64>, PullError> {
+        self.pull_sample_with(self.api.lsl_pull_sample_d, data, timeout_s)
+    }
+
+    /// One of liblsl's typed `lsl_pull_chunk_*` calls (`T` is the type it writes).
+    fn pull_chunk_with<T>(
+        &mut self,
+        pull: PullChunkFn<T>,
+        data: &mut [T],
+        timestamps: &mut [f64],
+        timeout_s: f64,
+    ) -> Result<usize, PullError> {
         let max_samples = timestamps.len().min(data.len() / self.channels.max(1));
-        assert!(max_samples > 0 || timestamps.is_empty(), "pull_chunk_f64: buffers too small");
+        assert!(max_samples > 0 || timestamps.is_empty(), "pull_chunk: buffers too small");
         let mut ec = 0;
         // SAFETY: both buffers are valid for the element counts passed (checked above);
-        // liblsl writes at most that many elements and returns the count written.
+        // `pull` is the liblsl function for elements of type `T`, which writes at most that
+        // many elements and returns the count written.
         let elements = unsafe {
-            (self.api.lsl_pull_chunk_d)(
+            pull(
                 self.ptr,
                 data.as_mut_ptr(),
                 timestamps.as_mut_ptr(),
@@ -182,18 +175,36 @@ impl Inlet {
         Ok(elements as usize / self.channels.max(1))
     }
 
-    /// [`pull_sample`](Self::pull_sample) in double precision.
-    pub fn pull_sample_f64(&mut self, data: &mut [f64], timeout_s: f64) -> Result<Option<f64>, PullError> {
-        assert!(data.len() >= self.channels, "pull_sample_f64: buffer too small");
+    /// One of liblsl's typed `lsl_pull_sample_*` calls.
+    fn pull_sample_with<T>(
+        &mut self,
+        pull: PullSampleFn<T>,
+        data: &mut [T],
+        timeout_s: f64,
+    ) -> Result<Option<f64>, PullError> {
+        assert!(data.len() >= self.channels, "pull_sample: buffer too small");
         let mut ec = 0;
-        // SAFETY: `data` holds at least `channels` doubles, which is what we tell liblsl.
-        let ts = unsafe {
-            (self.api.lsl_pull_sample_d)(self.ptr, data.as_mut_ptr(), self.channels as i32, timeout_s, &mut ec)
-        };
+        // SAFETY: `data` holds at least `channels` values of the type `pull` writes, which is
+        // what we tell liblsl.
+        let ts = unsafe { pull(self.ptr, data.as_mut_ptr(), self.channels as i32, timeout_s, &mut ec) };
         pull_result(ec, timeout_s)?;
         Ok((ts != 0.0).then_some(ts))
     }
 }
+
+/// liblsl's `lsl_pull_chunk_f`/`_d` signature for element type `T`.
+type PullChunkFn<T> = unsafe extern "C" fn(
+    ffi::InletPtr,
+    *mut T,
+    *mut std::os::raw::c_double,
+    std::os::raw::c_ulong,
+    std::os::raw::c_ulong,
+    std::os::raw::c_double,
+    *mut i32,
+) -> std::os::raw::c_ulong;
+/// liblsl's `lsl_pull_sample_f`/`_d` signature for element type `T`.
+type PullSampleFn<T> =
+    unsafe extern "C" fn(ffi::InletPtr, *mut T, i32, std::os::raw::c_double, *mut i32) -> std::os::raw::c_double;
 
 fn pull_result(ec: i32, timeout_s: f64) -> Result<(), PullError> {
     match ec {
