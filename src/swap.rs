@@ -18,7 +18,7 @@ use crossbeam_channel::Sender;
 
 use crate::ingest::{RingBuffer, StreamDescription};
 use crate::model::{Encoder, EncoderOptions, Gallery, Generator, ModelDir, ScalerSpec};
-use crate::pipeline::{DecoderCore, ModelSwitch, PipelineConfig, SwitchDone};
+use crate::pipeline::{DecoderCore, ModelSwitch, PipelineConfig, RingChunks, SwitchDone};
 use crate::server::ModelInfo;
 
 /// A model directory loaded and ready to decode.
@@ -192,22 +192,15 @@ impl ModelSwitcher {
         let seg_offset = self.seg_offset.load(Ordering::Relaxed);
         let head = self.ring.head();
         let from = head.saturating_sub((past_s * rate).ceil() as u64).max(self.ring.oldest());
-        let c = self.ring.channels();
-        let chunk = 512usize;
-        let (mut data, mut ts) = (vec![0.0f32; chunk * c], vec![0.0f64; chunk]);
-        let (mut seg, mut flags) = (vec![0u32; chunk], vec![0u8; chunk]);
-        let mut pos = from;
-        while pos < head {
-            let n = ((head - pos) as usize).min(chunk);
-            self.ring
-                .read_with_meta(pos, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n])
-                .map_err(|e| SwitchError::Unavailable(format!("reading the stream's recent past: {e}; try again")))?;
-            if seg_offset > 0 {
-                seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
-            }
-            core.prime(&data[..n * c], &ts[..n], &seg[..n]);
-            pos += n as u64;
-        }
+        crate::pipeline::prime_from_ring(
+            &mut core,
+            &self.ring,
+            from,
+            head,
+            seg_offset,
+            &mut RingChunks::new(self.ring.channels(), 512),
+        )
+        .map_err(|e| SwitchError::Unavailable(format!("reading the stream's recent past: {e}; try again")))?;
 
         // What the pipeline does at the moment it swaps cores, before the new model's
         // first decoding: status, gallery and the recording's header follow.

@@ -14,32 +14,10 @@
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-/// A value type the ring takes and hands back: stored as f64 (exact for f32, f64 and
-/// integers up to 2^53), read as f32 by the decoder and as f64 by the recorder.
-pub trait Sample: Copy {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-impl Sample for f32 {
-    #[inline]
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-    #[inline]
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-impl Sample for f64 {
-    #[inline]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline]
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
+/// The value types the ring takes and hands back (see [`crate::lsl::Sample`]): stored as
+/// f64 (exact for f32, f64 and integers up to 2^53), read as f32 by the decoder and as f64
+/// by the recorder.
+pub use crate::lsl::Sample;
 
 /// Per-sample flag: at least one channel was NaN or infinite.
 pub const FLAG_NON_FINITE: u8 = 1;

@@ -49,6 +49,48 @@ fn check_ec(ec: i32, what: &'static str, timeout: f64) -> Result<(), LslError> {
     }
 }
 
+/// A numeric value as meg-decoder moves samples around: f32 (what the decoder reads) or
+/// f64 (exact for every numeric LSL format up to 2^53). Outlets push either; the ring
+/// buffer stores f64 and hands back either.
+pub trait Sample: Copy {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+    /// The slice itself when it already is f32 (no copy before a float32 push).
+    fn as_f32s(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    /// The slice itself when it already is f64 (no copy before a double64 push).
+    fn as_f64s(_: &[Self]) -> Option<&[f64]> {
+        None
+    }
+}
+impl Sample for f32 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn as_f32s(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+}
+impl Sample for f64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn as_f64s(s: &[Self]) -> Option<&[f64]> {
+        Some(s)
+    }
+}
+
 /// Sample formats of an LSL stream (`lsl_channel_format_t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelFormat {

@@ -58,9 +58,10 @@ impl Outlet {
         self.channels
     }
 
-    /// Pushes `timestamps.len()` samples from `data` (row-major), converting to the
-    /// stream's format (integers are rounded and saturated).
-    pub fn push_chunk(&mut self, data: &[f32], timestamps: &[f64]) -> Result<(), LslError> {
+    /// Pushes `timestamps.len()` samples from `data` (row-major, f32 or f64), converting
+    /// to the stream's format (integers are rounded and saturated); a double64 outlet gets
+    /// f64 values unchanged, so replaying a recording gives the source's values exactly.
+    pub fn push_chunk<V: super::Sample>(&mut self, data: &[V], timestamps: &[f64]) -> Result<(), LslError> {
         let n = timestamps.len() * self.channels;
         if data.len() != n {
             return Err(LslError::Argument(format!(
@@ -74,61 +75,26 @@ impl Outlet {
         // SAFETY (all arms): the data pointer is valid for `n` elements and the timestamp
         // pointer for `n / channels` elements, exactly what liblsl reads.
         let ec = match self.format {
-            ChannelFormat::Float32 => unsafe {
-                (api.lsl_push_chunk_ftnp)(self.ptr, data.as_ptr(), n as _, timestamps.as_ptr(), 1)
-            },
+            ChannelFormat::Float32 => {
+                let buf = match V::as_f32s(data) {
+                    Some(d) => d,
+                    None => converted(&mut self.scratch_f32, data, n, |v| v as f32)?,
+                };
+                unsafe { (api.lsl_push_chunk_ftnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
+            }
             ChannelFormat::Double64 => {
-                let buf = scratch(&mut self.scratch_f64, n)?;
-                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = f64::from(s));
+                let buf = match V::as_f64s(data) {
+                    Some(d) => d,
+                    None => converted(&mut self.scratch_f64, data, n, |v| v)?,
+                };
                 unsafe { (api.lsl_push_chunk_dtnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
             ChannelFormat::Int16 => {
-                let buf = scratch(&mut self.scratch_i16, n)?;
-                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i16);
+                let buf = converted(&mut self.scratch_i16, data, n, |v| v.round() as i16)?;
                 unsafe { (api.lsl_push_chunk_stnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
             ChannelFormat::Int32 => {
-                let buf = scratch(&mut self.scratch_i32, n)?;
-                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i32);
-                unsafe { (api.lsl_push_chunk_itnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
-            }
-            other => return Err(LslError::WrongFormat { name: String::new(), format: other, expected: "numeric" }),
-        };
-        super::check_ec(ec, "lsl_push_chunk", 0.0)
-    }
-
-    /// [`push_chunk`](Self::push_chunk) from double-precision values: a double64 outlet
-    /// gets them unchanged (replaying a recording gives the source's values exactly).
-    pub fn push_chunk_f64(&mut self, data: &[f64], timestamps: &[f64]) -> Result<(), LslError> {
-        let n = timestamps.len() * self.channels;
-        if data.len() != n {
-            return Err(LslError::Argument(format!(
-                "push_chunk: {} values for {} samples x {} channels",
-                data.len(),
-                timestamps.len(),
-                self.channels
-            )));
-        }
-        let api = self.api;
-        // SAFETY (all arms): the data pointer is valid for `n` elements and the timestamp
-        // pointer for `n / channels` elements, exactly what liblsl reads.
-        let ec = match self.format {
-            ChannelFormat::Double64 => unsafe {
-                (api.lsl_push_chunk_dtnp)(self.ptr, data.as_ptr(), n as _, timestamps.as_ptr(), 1)
-            },
-            ChannelFormat::Float32 => {
-                let buf = scratch(&mut self.scratch_f32, n)?;
-                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s as f32);
-                unsafe { (api.lsl_push_chunk_ftnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
-            }
-            ChannelFormat::Int16 => {
-                let buf = scratch(&mut self.scratch_i16, n)?;
-                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i16);
-                unsafe { (api.lsl_push_chunk_stnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
-            }
-            ChannelFormat::Int32 => {
-                let buf = scratch(&mut self.scratch_i32, n)?;
-                buf.iter_mut().zip(data).for_each(|(d, &s)| *d = s.round() as i32);
+                let buf = converted(&mut self.scratch_i32, data, n, |v| v.round() as i32)?;
                 unsafe { (api.lsl_push_chunk_itnp)(self.ptr, buf.as_ptr(), n as _, timestamps.as_ptr(), 1) }
             }
             other => return Err(LslError::WrongFormat { name: String::new(), format: other, expected: "numeric" }),
@@ -146,6 +112,18 @@ impl Outlet {
         // SAFETY: `self.ptr` is live.
         unsafe { (self.api.lsl_wait_for_consumers)(self.ptr, timeout_s) != 0 }
     }
+}
+
+/// `data` converted into the first `n` values of the preallocated `buf`.
+fn converted<'a, V: super::Sample, T>(
+    buf: &'a mut [T],
+    data: &[V],
+    n: usize,
+    f: impl Fn(f64) -> T,
+) -> Result<&'a [T], LslError> {
+    let out = scratch(buf, n)?;
+    out.iter_mut().zip(data).for_each(|(d, &s)| *d = f(s.to_f64()));
+    Ok(out)
 }
 
 fn scratch<T>(buf: &mut [T], n: usize) -> Result<&mut [T], LslError> {

@@ -226,12 +226,7 @@ impl LivePipeline {
         let seg_offset_out = seg_offset_shared.clone();
         let thread = StoppableThread::spawn("pipeline".into(), move |stop| {
             let images = images;
-            let chunk = 512usize;
-            let c = ring.channels();
-            let mut data = vec![0.0f32; chunk * c];
-            let mut ts = vec![0.0f64; chunk];
-            let mut seg = vec![0u32; chunk];
-            let mut flags = vec![0u8; chunk];
+            let mut chunks = RingChunks::new(ring.channels(), 512);
             let mut cursor = start;
             let mut seg_offset = 0u32;
             let now = || lsl::local_clock().unwrap_or(0.0);
@@ -261,14 +256,14 @@ impl LivePipeline {
                         continue;
                     }
                     let reply = sw.reply.clone();
-                    let res =
-                        take_over(sw, &mut core, &ring, cursor, seg_offset, &mut data, &mut ts, &mut seg, &mut flags)
-                            .map(|(generator, previous)| {
-                                if let Some(w) = &images {
-                                    w.replace(generator);
-                                }
-                                SwitchDone { first_sequence: core.next_sequence(), at: now(), previous }
-                            });
+                    let res = take_over(sw, &mut core, &ring, cursor, seg_offset, &mut chunks).map(
+                        |(generator, previous)| {
+                            if let Some(w) = &images {
+                                w.replace(generator);
+                            }
+                            SwitchDone { first_sequence: core.next_sequence(), at: now(), previous }
+                        },
+                    );
                     let _ = reply.send(res);
                 }
                 let mut got_marker = false;
@@ -285,21 +280,17 @@ impl LivePipeline {
                     continue;
                 }
                 let until = switch.as_ref().map_or(head, |sw| head.min(sw.position));
-                let n = ((until - cursor) as usize).min(chunk);
-                match ring.read_with_meta(cursor, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n]) {
-                    Ok(()) => {
-                        if seg_offset > 0 {
-                            seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
-                        }
-                        core.push_samples(&data[..n * c], &ts[..n], &seg[..n], &now, &mut emit);
-                        cursor += n as u64;
+                match chunks.read(&ring, cursor, until, seg_offset) {
+                    Ok((rows, ts, seg)) => {
+                        core.push_samples(rows, ts, seg, &now, &mut emit);
+                        cursor += ts.len() as u64;
                     }
                     Err(ReadError::Overwritten { oldest, .. }) => {
                         // We fell behind by more than the ring holds: restart after the
                         // hole as a new segment (never splice across it).
                         stats2.overruns.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!("pipeline fell behind the ring buffer; skipping {} samples", oldest - cursor);
-                        cursor = oldest + chunk as u64;
+                        cursor = oldest + chunks.len() as u64;
                         seg_offset = seg_offset.wrapping_add(1 << 24);
                         seg_offset_shared.store(seg_offset, Ordering::Relaxed);
                     }
@@ -328,37 +319,85 @@ impl LivePipeline {
     }
 }
 
+/// One chunk read from the ring: rows (sample-major), timestamps, segments.
+pub type Chunk<'a> = (&'a [f32], &'a [f64], &'a [u32]);
+
+/// Preallocated buffers for reading the ring a chunk at a time, with segment numbers
+/// rebased by the pipeline's overrun offset (shared by the live loop and model priming).
+pub struct RingChunks {
+    channels: usize,
+    data: Vec<f32>,
+    ts: Vec<f64>,
+    seg: Vec<u32>,
+    flags: Vec<u8>,
+}
+
+impl RingChunks {
+    pub fn new(channels: usize, chunk: usize) -> Self {
+        Self {
+            channels,
+            data: vec![0.0; chunk * channels],
+            ts: vec![0.0; chunk],
+            seg: vec![0; chunk],
+            flags: vec![0; chunk],
+        }
+    }
+
+    /// Samples per chunk.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Reads samples `pos..min(until, pos + chunk)`: (rows, timestamps, segments + `seg_offset`).
+    pub fn read(&mut self, ring: &RingBuffer, pos: u64, until: u64, seg_offset: u32) -> Result<Chunk<'_>, ReadError> {
+        let n = (until.saturating_sub(pos) as usize).min(self.ts.len());
+        let c = self.channels;
+        ring.read_with_meta(pos, &mut self.data[..n * c], &mut self.ts[..n], &mut self.seg[..n], &mut self.flags[..n])?;
+        if seg_offset > 0 {
+            self.seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
+        }
+        Ok((&self.data[..n * c], &self.ts[..n], &self.seg[..n]))
+    }
+}
+
+/// Feeds ring samples `from..to` to `core` as its recent past ([`DecoderCore::prime`]).
+pub fn prime_from_ring(
+    core: &mut DecoderCore,
+    ring: &RingBuffer,
+    from: u64,
+    to: u64,
+    seg_offset: u32,
+    chunks: &mut RingChunks,
+) -> Result<(), ReadError> {
+    let mut pos = from;
+    while pos < to {
+        let (rows, ts, seg) = chunks.read(ring, pos, to, seg_offset)?;
+        core.prime(rows, ts, seg);
+        pos += ts.len() as u64;
+    }
+    Ok(())
+}
+
 /// Brings `sw.core` from `sw.position` up to `cursor` (what the old core saw since it was
 /// primed) and makes it the pipeline's core. Returns the new model's generator and the
 /// id of the model it replaced.
-#[allow(clippy::too_many_arguments)]
 fn take_over(
     mut sw: ModelSwitch,
     core: &mut DecoderCore,
     ring: &RingBuffer,
     cursor: u64,
     seg_offset: u32,
-    data: &mut [f32],
-    ts: &mut [f64],
-    seg: &mut [u32],
-    flags: &mut [u8],
+    chunks: &mut RingChunks,
 ) -> Result<(Option<Generator>, Arc<str>), String> {
     if sw.seg_offset != seg_offset {
         return Err("the pipeline fell behind the ring buffer while the model was loading; try again".into());
     }
-    let c = ring.channels();
-    let chunk = ts.len();
-    let mut pos = sw.position;
-    while pos < cursor {
-        let n = ((cursor - pos) as usize).min(chunk);
-        ring.read_with_meta(pos, &mut data[..n * c], &mut ts[..n], &mut seg[..n], &mut flags[..n])
-            .map_err(|e| format!("the samples the new model needs have left the ring buffer ({e:?}); try again"))?;
-        if seg_offset > 0 {
-            seg[..n].iter_mut().for_each(|s| *s = s.wrapping_add(seg_offset));
-        }
-        sw.core.prime(&data[..n * c], &ts[..n], &seg[..n]);
-        pos += n as u64;
-    }
+    prime_from_ring(&mut sw.core, ring, sw.position, cursor, seg_offset, chunks)
+        .map_err(|e| format!("the samples the new model needs have left the ring buffer ({e}); try again"))?;
     let previous = core.model_id().clone();
     sw.core.take_over(core);
     std::mem::swap(core, &mut sw.core);

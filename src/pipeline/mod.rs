@@ -25,7 +25,10 @@ pub use decoding::{
     LATENCY_BUCKETS, SKIP_REASONS,
 };
 pub use events::{EventConfig, EventError, Onset, OnsetDetector, OnsetPairing, OnsetSource, Paired};
-pub use live::{DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline, ModelSwitch, SwitchDone};
+pub use live::{
+    prime_from_ring, DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline, ModelSwitch, RingChunks,
+    SwitchDone,
+};
 pub use preprocess::{
     design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_factor, unit_to_si, ChannelMap,
     ChannelMatching, MappingError, ModelSample, Preprocessor,

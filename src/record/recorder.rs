@@ -256,7 +256,9 @@ fn open(
         xml_escape(&src.metadata.read().unwrap_or_else(|e| e.into_inner()).to_string())
     );
     let mut writer = XdfWriter::create(file, &header).map_err(io)?;
-    writer.stream_header(MEG_ID, &recorded_header(&src.meg.xml, src.meg.format)).map_err(io)?;
+    // The source's own header: the samples are written in its own format (the ring holds
+    // them exactly; the inlet accepts numeric formats only).
+    writer.stream_header(MEG_ID, &src.meg.xml).map_err(io)?;
     if let Some((d, _)) = &src.markers {
         writer.stream_header(MARKERS_ID, &d.xml).map_err(io)?;
     }
@@ -376,21 +378,6 @@ fn close(a: &mut Active) -> std::io::Result<()> {
     }
     a.writer.flush()?;
     a.writer.sync()
-}
-
-/// The MEG stream's header as recorded: the source's own header, since the samples are
-/// written in the source's own format (the ring holds them exactly, in double
-/// precision). A source of undefined format is written as float32 and its header says so.
-pub(crate) fn recorded_header(xml: &str, format: crate::lsl::ChannelFormat) -> String {
-    use crate::lsl::ChannelFormat as F;
-    let (open, close) = ("<channel_format>", "</channel_format>");
-    match (format, xml.find(open), xml.find(close)) {
-        (F::Float32 | F::Double64 | F::Int8 | F::Int16 | F::Int32 | F::Int64, _, _) => xml.to_string(),
-        (_, Some(a), Some(b)) if b > a => {
-            format!("{}{open}float32{close}{}", &xml[..a], &xml[b + close.len()..])
-        }
-        _ => xml.to_string(),
-    }
 }
 
 /// UTC time as ISO 8601 (no chrono dependency: seconds since the epoch, formatted).

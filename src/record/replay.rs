@@ -193,7 +193,7 @@ pub fn play(f: &XdfFile, opts: &PlayOptions, stop: &AtomicBool) -> anyhow::Resul
             let (s, out, ts) = &mut streams[i];
             let new_ts: Vec<f64> = ts[pos[i]..end].iter().map(|t| t0 + (t - t_first)).collect();
             match out {
-                Out::Numeric(o, c) => o.push_chunk_f64(&s.values[pos[i] * *c..end * *c], &new_ts)?,
+                Out::Numeric(o, c) => o.push_chunk(&s.values[pos[i] * *c..end * *c], &new_ts)?,
                 Out::Strings(o) => {
                     for (k, t) in new_ts.iter().enumerate() {
                         o.0.push_marker(&s.strings[pos[i] + k], *t)?;

@@ -70,22 +70,15 @@ impl DecoderState {
     pub fn gallery(&self) -> Option<Arc<Gallery>> {
         self.gallery.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    /// The fields of a ModelStatus.
+    /// The running model as GetStatus reports it.
     pub fn model_status(&self) -> proto::ModelStatus {
-        let m = self.model();
         let sw = self.switcher.as_ref();
-        proto::ModelStatus {
-            name: m.name,
-            contract: m.contract,
-            sha256: m.sha256,
-            embedding_space: m.embedding_space,
-            embedding_dim: m.embedding_dim as u32,
-            gallery_images: self.gallery().map_or(0, |g| g.len() as u32),
-            generator: m.generator,
-            id: m.id,
-            dir: sw.map(|s| s.current_dir().display().to_string()).unwrap_or_default(),
-            switches: sw.map_or(0, |s| s.switches.load(Ordering::Relaxed)),
-        }
+        model_status_pb(
+            &self.model(),
+            sw.map(|s| s.current_dir().display().to_string()).unwrap_or_default(),
+            self.gallery().map_or(0, |g| g.len() as u32),
+            sw.map_or(0, |s| s.switches.load(Ordering::Relaxed)),
+        )
     }
 }
 
@@ -394,22 +387,31 @@ impl proto::decoder_server::Decoder for DecoderService {
             .await
             .map_err(|e| Status::internal(format!("model loader: {e}")))?
             .map_err(switch_status)?;
-        let mut model = self.state.model_status();
         // This switch's model, even if another switch followed at once.
-        model.name = report.model.name.clone();
-        model.id = report.model.id.clone();
-        model.contract = report.model.contract.clone();
-        model.sha256 = report.model.sha256.clone();
-        model.embedding_space = report.model.embedding_space.clone();
-        model.embedding_dim = report.model.embedding_dim as u32;
-        model.generator = report.model.generator;
-        model.dir = report.dir.display().to_string();
+        let now = self.state.model_status();
+        let model = model_status_pb(&report.model, report.dir.display().to_string(), now.gallery_images, now.switches);
         Ok(Response::new(proto::LoadModelResponse {
             model: Some(model),
             previous: report.done.previous.to_string(),
             first_sequence: report.done.first_sequence,
             switched_at: report.done.at,
         }))
+    }
+}
+
+/// A ModelStatus from what the service knows of a model.
+fn model_status_pb(m: &ModelInfo, dir: String, gallery_images: u32, switches: u64) -> proto::ModelStatus {
+    proto::ModelStatus {
+        name: m.name.clone(),
+        contract: m.contract.clone(),
+        sha256: m.sha256.clone(),
+        embedding_space: m.embedding_space.clone(),
+        embedding_dim: m.embedding_dim as u32,
+        gallery_images,
+        generator: m.generator,
+        id: m.id.clone(),
+        dir,
+        switches,
     }
 }
 

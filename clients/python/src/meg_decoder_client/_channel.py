@@ -1,5 +1,11 @@
-"""Addresses, TLS and the bearer token, taken exactly as the server takes them."""
+"""What the blocking and asyncio clients share: addresses, TLS and the bearer token
+(taken exactly as the server takes them), request checks, and what a subscription does
+when its stream ends."""
+import logging
+
 import grpc
+import grpc.aio
+from google.protobuf import json_format
 
 from ._pb import decoder_pb2 as pb
 
@@ -16,6 +22,53 @@ def parse_addr(addr, tls_ca):
     if "://" in addr:
         raise ValueError(f"{addr!r}: use host:port, http://host:port or https://host:port")
     return addr, bool(tls_ca)
+
+
+log = logging.getLogger("meg_decoder_client")
+
+# Reconnect back-off: first wait, doubling up to the last.
+BACKOFF_S = (0.5, 10.0)
+# Codes worth reconnecting on (the server going away and coming back).
+RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+def open_channel(addr, tls_ca, tls_server_name, aio=False):
+    """A gRPC channel (grpc or grpc.aio) to `addr` (see parse_addr)."""
+    target, tls = parse_addr(addr, tls_ca)
+    opts = options(tls_server_name)
+    mod = grpc.aio if aio else grpc
+    if tls:
+        return mod.secure_channel(target, credentials(tls_ca), options=opts)
+    return mod.insecure_channel(target, options=opts)
+
+
+def as_dict(message):
+    """A response message as a dict, field names as in the proto, defaults included."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def describe(error):
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code().name}: {error.details()}"
+    return "the stream ended" if error is None else str(error)
+
+
+# What a subscription does when its stream ends.
+CLOSED, RAISE, RETRY = "closed", "raise", "retry"
+
+
+def after_stream(error, reconnect):
+    """CLOSED (the client was closed under it), RAISE (hand `error` to the reader, or end
+    when the stream just ended) or RETRY (reconnect with back-off)."""
+    code = error.code() if isinstance(error, grpc.RpcError) else None
+    if code == grpc.StatusCode.CANCELLED:
+        return CLOSED
+    if error is not None and code is None:  # not a gRPC status, e.g. a closed channel
+        return RAISE
+    if reconnect and (error is None or code in RETRY_CODES):
+        return RETRY
+    return RAISE
 
 
 def credentials(tls_ca):

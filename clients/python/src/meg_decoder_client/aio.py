@@ -9,11 +9,9 @@ import asyncio
 import time
 
 import grpc
-import grpc.aio
-from google.protobuf import json_format
 
 from . import _channel
-from .client import BACKOFF_S, RETRY_CODES, _describe, log
+from ._channel import BACKOFF_S, CLOSED, RETRY, after_stream, as_dict, describe, log
 from ._fresh import FreshQueue
 from ._pb import decoder_pb2 as pb
 from ._pb import decoder_pb2_grpc as rpc
@@ -24,12 +22,7 @@ class AsyncClient:
     """A connection to one meg-decoder for asyncio code; `await close()` or `async with`."""
 
     def __init__(self, addr="127.0.0.1:50051", token=None, tls_ca=None, *, tls_server_name=None, timeout_s=10.0):
-        target, tls = _channel.parse_addr(addr, tls_ca)
-        opts = _channel.options(tls_server_name)
-        if tls:
-            self._channel = grpc.aio.secure_channel(target, _channel.credentials(tls_ca), options=opts)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=opts)
+        self._channel = _channel.open_channel(addr, tls_ca, tls_server_name, aio=True)
         self.addr = addr
         self._metadata = _channel.metadata(token)
         self._timeout_s = timeout_s
@@ -48,9 +41,7 @@ class AsyncClient:
         return await method(request, metadata=self._metadata, timeout=self._timeout_s)
 
     async def status(self):
-        s = await self._call(self._stub.GetStatus, pb.GetStatusRequest())
-        return json_format.MessageToDict(s, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return as_dict(await self._call(self._stub.GetStatus, pb.GetStatusRequest()))
 
     async def start_recording(self, subject, session="", task="", run=0):
         req = pb.StartRecordingRequest(subject=subject, session=session, task=task, run=run)
@@ -67,8 +58,7 @@ class AsyncClient:
         without dropping the stream; needs the server's token. Returns a dict: model (the
         new ModelStatus), previous, first_sequence, switched_at."""
         r = await self._stub.LoadModel(pb.LoadModelRequest(model=model), metadata=self._metadata, timeout=timeout_s)
-        return json_format.MessageToDict(r, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return as_dict(r)
 
     def subscribe(self, *, continuous=True, event_locked=True, include_embedding=True, include_images=False,
                   image_size=0, top_k=0, max_rate_hz=0.0, max_age_s=2.0, latest_only=False,
@@ -116,16 +106,16 @@ class AsyncSubscription:
                     error = e
                 if self._closed:
                     return
-                code = error.code() if isinstance(error, grpc.RpcError) else None
-                if code == grpc.StatusCode.CANCELLED:
+                step = after_stream(error, self._reconnect)
+                if step == CLOSED:
                     self._closed = True
                     return
-                if not self._reconnect or not (error is None or code in RETRY_CODES):
+                if step != RETRY:
                     self._error = error if error is not None else StopAsyncIteration()
                     return
                 self.reconnects += 1
                 self.last_error = error
-                log.warning("meg-decoder subscription: %s; reconnecting in %.1f s", _describe(error), wait)
+                log.warning("meg-decoder subscription: %s; reconnecting in %.1f s", describe(error), wait)
                 await asyncio.sleep(wait)
                 wait = min(2 * wait, self._backoff[1])
         except asyncio.CancelledError:

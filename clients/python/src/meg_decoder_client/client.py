@@ -6,44 +6,24 @@
         for d in c.subscribe(event_locked=True, continuous=False):
             print(d.marker, d.top1, d.age_ms)
 """
-import logging
 import threading
 import time
 
 import grpc
-from google.protobuf import json_format
 
 from . import _channel
+from ._channel import BACKOFF_S, CLOSED, RETRY, after_stream, as_dict, describe, log
 from ._fresh import FreshQueue
 from ._pb import decoder_pb2 as pb
 from ._pb import decoder_pb2_grpc as rpc
 from ._types import Decoding, Recording
-
-log = logging.getLogger("meg_decoder_client")
-
-
-def _describe(error):
-    if isinstance(error, grpc.RpcError):
-        return f"{error.code().name}: {error.details()}"
-    return "the stream ended" if error is None else str(error)
-
-
-# Reconnect back-off: first wait, doubling up to the last.
-BACKOFF_S = (0.5, 10.0)
-# Codes worth reconnecting on (the server going away and coming back).
-RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
 
 class Client:
     """A connection to one meg-decoder. Thread-safe; close it (or use `with`) when done."""
 
     def __init__(self, addr="127.0.0.1:50051", token=None, tls_ca=None, *, tls_server_name=None, timeout_s=10.0):
-        target, tls = _channel.parse_addr(addr, tls_ca)
-        opts = _channel.options(tls_server_name)
-        if tls:
-            self._channel = grpc.secure_channel(target, _channel.credentials(tls_ca), options=opts)
-        else:
-            self._channel = grpc.insecure_channel(target, options=opts)
+        self._channel = _channel.open_channel(addr, tls_ca, tls_server_name)
         self.addr = addr
         self._metadata = _channel.metadata(token)
         self._timeout_s = timeout_s
@@ -64,9 +44,7 @@ class Client:
     def status(self):
         """The service's status as a dict (streams, model, pipeline, subscribers, recording,
         version, error), field names as in the proto."""
-        s = self._call(self._stub.GetStatus, pb.GetStatusRequest())
-        return json_format.MessageToDict(s, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return as_dict(self._call(self._stub.GetStatus, pb.GetStatusRequest()))
 
     def start_recording(self, subject, session="", task="", run=0):
         """Starts recording the session to XDF (BIDS labels: letters and digits)."""
@@ -84,9 +62,7 @@ class Client:
         """Switches the server to another model directory (a name inside its model root)
         without dropping the stream; needs the server's token. Returns a dict: model (the
         new ModelStatus), previous, first_sequence, switched_at."""
-        r = self._stub.LoadModel(pb.LoadModelRequest(model=model), metadata=self._metadata, timeout=timeout_s)
-        return json_format.MessageToDict(r, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        return as_dict(self._stub.LoadModel(pb.LoadModelRequest(model=model), metadata=self._metadata, timeout=timeout_s))
 
     def subscribe(self, *, continuous=True, event_locked=True, include_embedding=True, include_images=False,
                   image_size=0, top_k=0, max_rate_hz=0.0, max_age_s=2.0, latest_only=False,
@@ -154,26 +130,17 @@ class Subscription:
             with self._cond:
                 if self._closed:
                     return
-                code = error.code() if isinstance(error, grpc.RpcError) else None
-                if code == grpc.StatusCode.CANCELLED:
-                    # The client was closed under us: the subscription ends, as close() would.
-                    self._closed = True
-                    self._cond.notify_all()
-                    return
-                if error is not None and code is None:
-                    # Not a gRPC status (e.g. subscribing on a closed client): say it.
-                    self._error = error
-                    self._cond.notify_all()
-                    return
-                retry = error is None or code in RETRY_CODES
-                if not self._reconnect or not retry:
-                    self._error = error if error is not None else StopIteration()
+                step = after_stream(error, self._reconnect)
+                if step != RETRY:
+                    if step == CLOSED:  # the client was closed under us, as close() would
+                        self._closed = True
+                    else:
+                        self._error = error if error is not None else StopIteration()
                     self._cond.notify_all()
                     return
                 self.reconnects += 1
                 self.last_error = error
-            log.warning("meg-decoder subscription: %s; reconnecting in %.1f s",
-                        _describe(error), wait)
+            log.warning("meg-decoder subscription: %s; reconnecting in %.1f s", describe(error), wait)
             time.sleep(wait)
             wait = min(2 * wait, self._backoff[1])
 
