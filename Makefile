@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR := never
 DURATION ?= 0
 CARGO_TEST_THREADS ?= 2
 
-.PHONY: all native venv build test test-python bench demo models clean soak
+.PHONY: all native venv build test test-python bench demo models clean soak viewer viewer-check
 
 all: build
 
@@ -20,6 +20,9 @@ all: build
 	python3 -m pip --version >/dev/null 2>&1 || need="$$need python3-pip"; \
 	command -v cc >/dev/null || need="$$need gcc"; \
 	command -v unzip >/dev/null || need="$$need unzip"; \
+	command -v npm >/dev/null || need="$$need nodejs npm"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v chromedriver >/dev/null || need="$$need chromium-driver"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing:$$need"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$need; \
@@ -44,7 +47,7 @@ $(VENV)/.ok: clients/python/requirements.txt tests/requirements.txt clients/pyth
 build: native
 	cargo build --release --locked
 
-test: native venv
+test: native venv viewer-check
 	@mkdir -p out
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
@@ -65,6 +68,27 @@ test-python: venv
 	$(CLIENT_VENV)/bin/python clients/python/generate_stubs.py --check
 	set -o pipefail; cd clients/python && MEG_DECODER_BIN=$(ROOT)/target/release/meg-decoder \
 	  $(CLIENT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/out/test-python.log
+
+# The browser viewer (viewer/): a TypeScript client generated from the proto by
+# protoc-gen-es, type-checked by tsc and bundled by esbuild into viewer/dist, which is
+# committed and embedded in the binary (the page needs no network). `make viewer` rebuilds
+# it after a change; `make viewer-check` (part of `make test`) rebuilds it into out/ and
+# fails if the committed files differ.
+PROTOC_ES := $(PY) -m grpc_tools.protoc --plugin=protoc-gen-es=viewer/node_modules/.bin/protoc-gen-es \
+  --es_opt=target=ts -I proto megdecoder/v1/decoder.proto
+viewer/node_modules/.ok: viewer/package-lock.json .stamp-apt
+	cd viewer && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+viewer: viewer/node_modules/.ok venv
+	$(PROTOC_ES) --es_out=viewer/src/gen
+	cd viewer && node_modules/.bin/tsc -p . && node build.mjs dist
+viewer-check: viewer/node_modules/.ok venv
+	rm -rf out/viewer-check && mkdir -p out/viewer-check/gen
+	$(PROTOC_ES) --es_out=out/viewer-check/gen
+	@diff -r viewer/src/gen out/viewer-check/gen || { echo "viewer/src/gen is stale: run make viewer"; exit 1; }
+	cd viewer && node_modules/.bin/tsc -p . && node build.mjs ../out/viewer-check/dist
+	@diff -r viewer/dist out/viewer-check/dist >/dev/null || { echo "viewer/dist differs from its sources: run make viewer and commit it"; exit 1; }
+	@echo "viewer: generated client and bundle match their sources"
 
 # Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses.
 bench: native

@@ -98,6 +98,8 @@ fn main() {
             recorder: None,
             failure: Default::default(),
             switcher: None,
+            signal: None,
+            buffer_s: 10.0,
             allow_load_model: false,
         });
         let opts = ServeOptions { listen: "127.0.0.1:0".parse().unwrap(), token: None, tls: None };

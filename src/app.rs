@@ -145,8 +145,16 @@ impl App {
             r.start_from(labels, Some(start))?;
         }
         let (to_pipeline_models, switches) = crossbeam_channel::bounded(1);
-        let pipeline =
-            LivePipeline::start(core, acquisition.ring.clone(), pipeline_markers, sinks, Some(images), start, switches);
+        let signal = crate::pipeline::SignalTap::new();
+        let pc_buffer_s = pc.buffer_s;
+        let inputs = crate::pipeline::PipelineInputs {
+            ring: acquisition.ring.clone(),
+            start,
+            markers: pipeline_markers,
+            switches,
+            signal: signal.clone(),
+        };
+        let pipeline = LivePipeline::start(core, inputs, sinks, Some(images));
         let model = Arc::new(RwLock::new(model_info));
         let gallery = Arc::new(RwLock::new(gallery));
         let model_root = if cfg.server.model_root.as_os_str().is_empty() {
@@ -187,6 +195,8 @@ impl App {
             recorder: recorder.clone().map(|r| r as Arc<dyn crate::record::RecorderControl>),
             failure: Default::default(),
             switcher: Some(switcher.clone()),
+            signal: Some(signal),
+            buffer_s: pc_buffer_s,
             allow_load_model: cfg.server.allow_load_model
                 || !cfg.server.token_file.as_os_str().is_empty()
                 || std::env::var("MEG_DECODER_TOKEN").is_ok_and(|t| !t.is_empty()),
@@ -263,14 +273,28 @@ pub async fn run_with_reload(
     };
     let tls = (!cfg.server.tls_cert.as_os_str().is_empty())
         .then(|| crate::server::TlsFiles { cert: cfg.server.tls_cert.clone(), key: cfg.server.tls_key.clone() });
-    let metrics = if cfg.metrics.listen.is_empty() {
-        None
-    } else {
-        let (addr, task) = crate::server::serve_metrics(cfg.metrics.listen.parse()?, app.state.clone())
-            .await
-            .with_context(|| format!("metrics endpoint on {}", cfg.metrics.listen))?;
-        tracing::info!("metrics on http://{addr}/metrics");
-        Some(task)
+    let http = match cfg.http_server() {
+        None => None,
+        Some((listen, viewer)) => {
+            let opts = crate::server::HttpOptions {
+                listen: listen.parse().with_context(|| format!("http.listen '{listen}'"))?,
+                viewer,
+                token: token.clone(),
+                tls: tls.clone(),
+                max_connections: cfg.http.max_connections,
+                header_timeout: std::time::Duration::from_secs_f64(cfg.http.header_timeout_s),
+            };
+            let (addr, task) = crate::server::serve_http(app.state.clone(), opts)
+                .await
+                .with_context(|| format!("HTTP server on {listen}"))?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            if viewer {
+                tracing::info!("viewer on {scheme}://{addr}/ (metrics: {scheme}://{addr}/metrics)");
+            } else {
+                tracing::info!("metrics on {scheme}://{addr}/metrics");
+            }
+            Some(task)
+        }
     };
     let opts = crate::server::ServeOptions { listen: cfg.server.listen, token, tls };
     // On the signal: end every subscriber stream first (with a final status), then let
@@ -329,8 +353,8 @@ pub async fn run_with_reload(
     };
     let since = *fired.borrow();
     tracing::info!("shutting down: stopping threads, closing the recording");
-    if let Some(m) = metrics {
-        m.abort();
+    if let Some(h) = http {
+        h.abort();
     }
     monitor.abort();
     if let Some(h) = hangup {

@@ -22,6 +22,7 @@ pub struct Config {
     pub pipeline: PipelineSection,
     pub server: ServerSection,
     pub recording: RecordingSection,
+    pub http: HttpSection,
     pub metrics: MetricsSection,
     pub logging: LoggingSection,
 }
@@ -133,10 +134,32 @@ pub struct RecordingSection {
     pub task: String,
 }
 
+/// The HTTP server: the browser viewer, gRPC-Web for it, `/metrics`, `/healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address to serve HTTP on, e.g. 127.0.0.1:8080; empty = off. TLS and the bearer
+    /// token of `[server]` apply here too.
+    pub listen: String,
+    /// Serve the viewer page and gRPC-Web (off: only `/metrics` and `/healthz`).
+    pub viewer: bool,
+    /// Most connections served at once (more are closed at once).
+    pub max_connections: usize,
+    /// A client gets this long to send a request's headers (and a TLS handshake).
+    pub header_timeout_s: f64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { listen: String::new(), viewer: true, max_connections: 64, header_timeout_s: 10.0 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
-    /// Prometheus endpoint address; empty = off.
+    /// Older name of an HTTP address serving only `/metrics` and `/healthz` (the HTTP
+    /// server with the viewer off); empty = off. Use `http.listen` for new set-ups.
     pub listen: String,
 }
 
@@ -241,6 +264,18 @@ pub fn shown(v: f64) -> String {
 }
 
 impl Config {
+    /// The HTTP server to run, if any: `http.listen` (viewer as configured), else the
+    /// older `metrics.listen` (metrics and health only).
+    pub fn http_server(&self) -> Option<(String, bool)> {
+        if !self.http.listen.is_empty() {
+            Some((self.http.listen.clone(), self.http.viewer))
+        } else if !self.metrics.listen.is_empty() {
+            Some((self.metrics.listen.clone(), false))
+        } else {
+            None
+        }
+    }
+
     /// Parses a TOML file (no path checks: see [`validate`](Self::validate)).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
@@ -405,6 +440,20 @@ impl Config {
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
             return bad("metrics.listen", format!("'{}' is not an address like 127.0.0.1:9464", self.metrics.listen));
         }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            return bad("http.listen", format!("'{}' is not an address like 127.0.0.1:8080", self.http.listen));
+        }
+        if !self.http.listen.is_empty() && !self.metrics.listen.is_empty() && self.http.listen != self.metrics.listen {
+            return bad(
+                "metrics.listen",
+                format!(
+                    "the HTTP server at http.listen ({}) serves /metrics; leave metrics.listen empty",
+                    self.http.listen
+                ),
+            );
+        }
+        count("http.max_connections", self.http.max_connections, 1, 100_000)?;
+        range("http.header_timeout_s", self.http.header_timeout_s, 0.1, 600.0, "seconds")?;
         if !["text", "json"].contains(&self.logging.format.as_str()) {
             return bad("logging.format", format!("'{}': use text or json", self.logging.format));
         }

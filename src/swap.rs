@@ -56,6 +56,7 @@ pub fn model_info(core: &DecoderCore, generator: bool) -> ModelInfo {
         embedding_space: contract.embedding_space.clone(),
         embedding_dim: contract.embedding_dim,
         generator,
+        sample_rate: contract.sample_rate,
     }
 }
 

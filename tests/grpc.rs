@@ -33,6 +33,8 @@ async fn start(capacity: usize, token: Option<&str>, tls: Option<TlsFiles>) -> S
         recorder: None,
         failure: Default::default(),
         switcher: None,
+        signal: None,
+        buffer_s: 10.0,
         allow_load_model: false,
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -282,7 +282,7 @@ fn garbage_http1_and_idle_floods_on_the_ports_leave_the_service_serving() {
     let scraped = loop {
         let mut s = std::net::TcpStream::connect(&metrics).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         if out.starts_with("HTTP/1.1 200 OK") {

@@ -105,7 +105,14 @@ pub struct ServeArgs {
     /// Replace the model's notch filters, e.g. --notch 60 --notch 120.
     #[arg(long)]
     pub notch: Vec<f64>,
-    /// Prometheus metrics address, e.g. 127.0.0.1:9464.
+    /// HTTP address for the browser viewer, gRPC-Web, /metrics and /healthz, e.g.
+    /// 127.0.0.1:8080 (off by default; TLS and the token apply as on --listen).
+    #[arg(long, env = "MEG_DECODER_HTTP")]
+    pub http_listen: Option<String>,
+    /// Serve only /metrics and /healthz on --http-listen (no viewer, no gRPC-Web).
+    #[arg(long)]
+    pub no_viewer: bool,
+    /// Older flag: an HTTP address serving only /metrics and /healthz, e.g. 127.0.0.1:9464.
     #[arg(long, env = "MEG_DECODER_METRICS")]
     pub metrics_listen: Option<String>,
     /// Any configuration key, e.g. --set server.hub_capacity=256 --set stream.ring_seconds=60
@@ -165,6 +172,10 @@ impl ServeArgs {
         set!(c.model.execution_provider, self.execution_provider);
         set!(c.pipeline.non_finite, self.non_finite);
         set!(c.metrics.listen, self.metrics_listen);
+        set!(c.http.listen, self.http_listen);
+        if self.no_viewer {
+            c.http.viewer = false;
+        }
         if self.no_markers {
             c.markers.enabled = false;
         }

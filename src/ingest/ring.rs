@@ -84,6 +84,10 @@ impl RingBuffer {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+    /// How full the ring is (0..1).
+    pub fn fill(&self) -> f64 {
+        (self.head() - self.oldest()) as f64 / self.capacity as f64
+    }
     /// Index one past the newest readable sample (total samples ever written).
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)

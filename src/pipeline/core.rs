@@ -3,11 +3,13 @@
 //! pipeline feeds it from the ring buffer; `replay --offline` feeds it from a file; both
 //! get the same decodings for the same data, whatever the chunking.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::decoding::{DecodeMode, Decoding, MarkerRef, PipelineStats, SkipReason};
 use super::events::{EventConfig, EventError, OnsetDetector, OnsetPairing, Paired};
-use super::preprocess::{ChannelMap, ChannelMatching, MappingError, Preprocessor};
+use super::preprocess::{si_unit_of_type, ChannelMap, ChannelMatching, MappingError, Preprocessor};
+use super::signal::SignalSnapshot;
 use super::window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};
 use crate::ingest::{Marker, StreamDescription};
 use crate::model::{Encoder, Gallery, ModelContract, ModelError};
@@ -150,7 +152,15 @@ pub struct DecoderCore {
     /// Catching up on the stream's past before taking over from another core: windows
     /// are prepared but neither decoded nor counted.
     priming: bool,
+    /// The model's channels and their SI units, for signal snapshots.
+    channels: Arc<[String]>,
+    units: Arc<[&'static str]>,
+    /// The newest markers received (time, text), for signal snapshots.
+    recent_markers: VecDeque<(f64, String)>,
 }
+
+/// Markers kept for signal snapshots.
+const RECENT_MARKERS: usize = 64;
 
 impl DecoderCore {
     pub fn new(
@@ -205,6 +215,11 @@ impl DecoderCore {
                 if map.renamed.len() > shown.len() { ", ..." } else { "" }
             );
         }
+        let units: Arc<[&'static str]> = map
+            .stream_index
+            .iter()
+            .map(|&i| stream.channels.get(i).and_then(|ch| si_unit_of_type(&ch.kind)).unwrap_or(""))
+            .collect();
         let onsets = OnsetDetector::from_config(&config.events, &stream.channels)?;
         if let Some(d) = &onsets {
             tracing::info!("event-locked onsets from the {}; markers give their labels", d.label);
@@ -239,6 +254,9 @@ impl DecoderCore {
             stats: Arc::new(PipelineStats::default()),
             model_id: Arc::from(model_id(&contract.name, encoder.sha256())),
             priming: false,
+            channels: contract.channel_names.clone().into(),
+            units,
+            recent_markers: VecDeque::with_capacity(RECENT_MARKERS),
             gallery,
             encoder,
             pre,
@@ -287,10 +305,35 @@ impl DecoderCore {
         self.stats = old.stats.clone();
         self.markers_expected = old.markers_expected;
         self.scheduler.replace_pending(old.scheduler.take_pending());
+        std::mem::swap(&mut self.recent_markers, &mut old.recent_markers);
         if self.onsets.is_some() && old.onsets.is_some() {
             std::mem::swap(&mut self.pairing, &mut old.pairing);
         }
     }
+    /// Copies the newest `rows` model-rate samples (filtered, resampled, SI units, before
+    /// scaling) and the recent markers into `snap`, reusing its buffers.
+    pub fn copy_signal(&self, rows: usize, snap: &mut SignalSnapshot) {
+        if !Arc::ptr_eq(&snap.channels, &self.channels) {
+            snap.channels = self.channels.clone();
+            snap.units = self.units.clone();
+        }
+        if snap.model != self.model_id {
+            snap.model = self.model_id.clone();
+        }
+        snap.sample_rate = self.contract.sample_rate;
+        let head = self.buf.head();
+        let from = head.saturating_sub(rows as u64).max(self.buf.oldest());
+        snap.times.clear();
+        snap.rows.clear();
+        for i in from..head {
+            snap.times.push(self.buf.timestamp(i));
+            snap.rows.extend_from_slice(self.buf.row(i));
+        }
+        let first = snap.times.first().copied().unwrap_or(f64::INFINITY);
+        snap.markers.clear();
+        snap.markers.extend(self.recent_markers.iter().filter(|(t, _)| *t >= first).cloned());
+    }
+
     pub fn config(&self) -> &PipelineConfig {
         &self.config
     }
@@ -330,6 +373,10 @@ impl DecoderCore {
     /// A stimulus marker: decoded at its own time, or (with a trigger or photodiode
     /// channel) the label of the onset nearest to it.
     pub fn push_marker(&mut self, m: Marker) {
+        if self.recent_markers.len() == RECENT_MARKERS {
+            self.recent_markers.pop_front();
+        }
+        self.recent_markers.push_back((m.timestamp, m.text.clone()));
         if self.onsets.is_some() {
             self.pairing.add_marker(m);
         } else {

@@ -9,6 +9,7 @@ use crossbeam_channel::Receiver;
 
 use super::core::DecoderCore;
 use super::decoding::{Decoding, PipelineStats};
+use super::signal::SignalTap;
 use crate::ingest::{Marker, ReadError, RingBuffer};
 use crate::lsl;
 use crate::model::{Generator, RgbImage};
@@ -209,16 +210,24 @@ pub struct LivePipeline {
     generator: Option<crate::worker::Failure>,
 }
 
+/// What the pipeline thread reads from: the MEG ring buffer (from sample `start`), the
+/// markers, model switches, and signal requests it answers.
+pub struct PipelineInputs {
+    pub ring: Arc<RingBuffer>,
+    pub start: u64,
+    pub markers: Receiver<Marker>,
+    pub switches: Receiver<ModelSwitch>,
+    pub signal: Arc<SignalTap>,
+}
+
 impl LivePipeline {
     pub fn start(
         mut core: DecoderCore,
-        ring: Arc<RingBuffer>,
-        markers: Receiver<Marker>,
+        inputs: PipelineInputs,
         mut sinks: Vec<DecodingSink>,
         images: Option<ImageWorker>,
-        start: u64,
-        switches: Receiver<ModelSwitch>,
     ) -> Self {
+        let PipelineInputs { ring, start, markers, switches, signal } = inputs;
         let stats = core.stats().clone();
         let stats2 = stats.clone();
         let generator = images.as_ref().map(ImageWorker::failure);
@@ -271,6 +280,10 @@ impl LivePipeline {
                     core.push_marker(m);
                     got_marker = true;
                 }
+                signal.offer(|rows, snap| {
+                    core.copy_signal(rows, snap);
+                    snap.taken_at = now();
+                });
                 let head = ring.head();
                 if head == cursor {
                     if got_marker {

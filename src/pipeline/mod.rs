@@ -17,6 +17,7 @@ mod decoding;
 mod events;
 mod live;
 mod preprocess;
+mod signal;
 mod window;
 
 pub use self::core::{model_id, DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
@@ -26,11 +27,12 @@ pub use decoding::{
 };
 pub use events::{EventConfig, EventError, Onset, OnsetDetector, OnsetPairing, OnsetSource, Paired};
 pub use live::{
-    prime_from_ring, DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline, ModelSwitch, RingChunks,
-    SwitchDone,
+    prime_from_ring, DecodingSink, GeneratedImage, ImageSink, ImageWorker, LivePipeline, ModelSwitch, PipelineInputs,
+    RingChunks, SwitchDone,
 };
 pub use preprocess::{
     design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_factor, unit_to_si, ChannelMap,
     ChannelMatching, MappingError, ModelSample, Preprocessor,
 };
+pub use signal::{SignalSnapshot, SignalTap, MAX_SIGNAL_ROWS};
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

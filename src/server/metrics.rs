@@ -1,249 +1,182 @@
-//! Prometheus metrics over HTTP (`GET /metrics`): a minimal HTTP/1.1 responder on the
-//! tokio runtime, rendering the live counters in the text exposition format.
+//! Prometheus metrics: a `prometheus-client` [`Collector`] that reads the service's live
+//! counters at each scrape (nothing is kept between scrapes), encoded in the OpenMetrics
+//! text format for `GET /metrics` on the HTTP server.
 
-use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use super::service::DecoderState;
 use crate::pipeline::{Histogram, ENCODER_BUCKETS, LATENCY_BUCKETS, SKIP_REASONS};
 
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram, bounds: &[f64; 10]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    let mut cum = 0;
-    for (i, b) in bounds.iter().enumerate() {
-        cum += h.buckets[i].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+/// The Content-Type of [`ServiceMetrics::render`]'s page.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The service's metrics registry.
+#[derive(Clone)]
+pub struct ServiceMetrics(Arc<Registry>);
+
+impl ServiceMetrics {
+    pub fn new(state: Arc<DecoderState>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Live(state)));
+        Self(Arc::new(registry))
     }
-    cum += h.buckets[10].load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(out, "{name}_sum {}", h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9);
-    let _ = writeln!(out, "{name}_count {cum}");
-}
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in samples {
-        let _ = writeln!(out, "{name}{labels} {v}");
+    /// The metrics page (OpenMetrics text, ending in `# EOF`).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0);
+        out
     }
 }
 
-/// The metrics page.
-pub fn render(s: &DecoderState) -> String {
-    let mut o = String::new();
-    let per_stream = |f: &dyn Fn(&crate::ingest::StatsSnapshot) -> f64| -> Vec<(String, f64)> {
-        s.streams.iter().map(|h| (format!("{{stream=\"{}\"}}", h.description.name), f(&h.stats.snapshot()))).collect()
-    };
-    metric(
-        &mut o,
-        "megdecoder_samples_total",
-        "counter",
-        "Samples received per stream.",
-        &per_stream(&|x| x.samples as f64),
-    );
-    metric(&mut o, "megdecoder_gaps_total", "counter", "Gaps detected per stream.", &per_stream(&|x| x.gaps as f64));
-    metric(
-        &mut o,
-        "megdecoder_missing_samples_total",
-        "counter",
-        "Samples missing in gaps.",
-        &per_stream(&|x| x.missing_samples as f64),
-    );
-    metric(
-        &mut o,
-        "megdecoder_reconnects_total",
-        "counter",
-        "Source reconnections.",
-        &per_stream(&|x| x.reconnects as f64),
-    );
-    metric(
-        &mut o,
-        "megdecoder_non_finite_samples_total",
-        "counter",
-        "Samples with NaN/Inf.",
-        &per_stream(&|x| x.non_finite_samples as f64),
-    );
-    metric(
-        &mut o,
-        "megdecoder_stream_lag_seconds",
-        "gauge",
-        "Local clock minus newest sample time.",
-        &per_stream(&|x| x.lag_s),
-    );
-    metric(
-        &mut o,
-        "megdecoder_stream_connected",
-        "gauge",
-        "1 while the source delivers data.",
-        &per_stream(&|x| f64::from(u8::from(x.connected))),
-    );
-    let fill: Vec<(String, f64)> = s
-        .rings
-        .iter()
-        .map(|(n, r)| (format!("{{stream=\"{n}\"}}"), (r.head() - r.oldest()) as f64 / r.capacity() as f64))
-        .collect();
-    metric(&mut o, "megdecoder_ring_buffer_fill_ratio", "gauge", "Ring buffer fill (0..1).", &fill);
-    metric(
-        &mut o,
-        "megdecoder_windows_decoded_total",
-        "counter",
-        "Windows decoded.",
-        &[(String::new(), s.pipeline.decoded.load(Ordering::Relaxed) as f64)],
-    );
-    let skipped: Vec<(String, f64)> = SKIP_REASONS
-        .iter()
-        .map(|r| {
-            (
-                format!(
-                    "{{reason=\"{}\"}}",
-                    serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-                ),
-                s.pipeline.skipped(*r) as f64,
-            )
-        })
-        .collect();
-    metric(&mut o, "megdecoder_windows_skipped_total", "counter", "Windows not decoded, by reason.", &skipped);
-    metric(
-        &mut o,
-        "megdecoder_onsets_detected_total",
-        "counter",
-        "Stimulus onsets found on the trigger or photodiode channel.",
-        &[(String::new(), s.pipeline.onsets_detected.load(Ordering::Relaxed) as f64)],
-    );
-    metric(
-        &mut o,
-        "megdecoder_onsets_paired_total",
-        "counter",
-        "Trigger/photodiode onsets labelled by a marker.",
-        &[(String::new(), s.pipeline.onsets_paired.load(Ordering::Relaxed) as f64)],
-    );
-    metric(
-        &mut o,
-        "megdecoder_markers_unpaired_total",
-        "counter",
-        "Markers no trigger/photodiode onset claimed (not decoded).",
-        &[(String::new(), s.pipeline.markers_unpaired.load(Ordering::Relaxed) as f64)],
-    );
-    metric(
-        &mut o,
-        "megdecoder_pipeline_overruns_total",
-        "counter",
-        "Times the pipeline fell behind the ring buffer and skipped ahead.",
-        &[(String::new(), s.pipeline.overruns.load(Ordering::Relaxed) as f64)],
-    );
-    histogram(
-        &mut o,
-        "megdecoder_encoder_seconds",
-        "Encoder inference time.",
-        &s.pipeline.encoder_hist,
-        &ENCODER_BUCKETS,
-    );
-    histogram(
-        &mut o,
-        "megdecoder_latency_seconds",
-        "Decoding time minus the window's last sample time.",
-        &s.pipeline.latency_hist,
-        &LATENCY_BUCKETS,
-    );
-    metric(
-        &mut o,
-        "megdecoder_subscribers",
-        "gauge",
-        "Connected gRPC subscribers.",
-        &[(String::new(), s.hub.subscribers().len() as f64)],
-    );
-    metric(
-        &mut o,
-        "megdecoder_missed_decodings_total",
-        "counter",
-        "Decodings slow subscribers lost.",
-        &[(String::new(), s.hub.missed_total.load(Ordering::Relaxed) as f64)],
-    );
-    metric(
-        &mut o,
-        "megdecoder_images_generated_total",
-        "counter",
-        "Images drawn by the generator.",
-        &[(String::new(), s.images_generated.load(Ordering::Relaxed) as f64)],
-    );
-    let rec = s.recorder.as_ref().map(|r| r.state()).unwrap_or_default();
-    metric(
-        &mut o,
-        "megdecoder_recording",
-        "gauge",
-        "1 while recording.",
-        &[(String::new(), f64::from(u8::from(rec.recording)))],
-    );
-    metric(
-        &mut o,
-        "megdecoder_recording_bytes",
-        "gauge",
-        "Bytes written to the current (or last) recording.",
-        &[(String::new(), rec.bytes_written as f64)],
-    );
-    o
+/// Reads the counters of a running service at each scrape.
+struct Live(Arc<DecoderState>);
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("meg-decoder live metrics")
+    }
 }
 
-/// Most open connections the metrics endpoint serves at once (more are closed at once).
-const MAX_METRICS_CONNECTIONS: usize = 64;
-/// A connection gets this long to send its request and take the answer.
-const METRICS_IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+type Label<'a> = Option<(&'static str, &'a str)>;
 
-/// Serves `/metrics` (and `/healthz`: 200 while healthy, 503 while a thread has died or the
-/// MEG source is gone) on `addr` until the task is dropped. Each connection is bounded in
-/// time, their number is capped, and an accept error (e.g. out of file descriptors)
-/// backs off instead of spinning.
-pub async fn serve_metrics(
-    addr: SocketAddr,
-    state: Arc<DecoderState>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
-    let task = tokio::spawn(async move {
-        loop {
-            let mut sock = match listener.accept().await {
-                Ok((sock, _)) => sock,
-                Err(e) => {
-                    tracing::warn!("metrics endpoint: accept failed ({e}); retrying in 100 ms");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                drop(sock);
-                continue;
-            };
-            let state = state.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(METRICS_IO_TIMEOUT, sock.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if req.starts_with("GET /metrics") {
-                    ("200 OK", render(&state))
-                } else if req.starts_with("GET /healthz") {
-                    match state.failure.get() {
-                        Some(why) => ("503 Service Unavailable", format!("failing: {why}\n")),
-                        None if !state.healthy() => ("503 Service Unavailable", "MEG source gone\n".to_string()),
-                        None => ("200 OK", "ok\n".to_string()),
-                    }
-                } else {
-                    ("404 Not Found", "try /metrics or /healthz\n".to_string())
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tokio::time::timeout(METRICS_IO_TIMEOUT, sock.write_all(resp.as_bytes())).await;
-            });
+/// One metric family: a descriptor and its samples, each with at most one label.
+fn family<V>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &[(Label<'_>, V)],
+    mut write: impl FnMut(&mut MetricEncoder, &V) -> std::fmt::Result,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (label, v) in samples {
+        match label {
+            Some(l) => write(&mut m.encode_family(&[*l])?, v)?,
+            None => write(&mut m, v)?,
         }
-    });
-    Ok((bound, task))
+    }
+    Ok(())
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[(Label<'_>, u64)]) -> std::fmt::Result {
+    family(enc, name, help, MetricType::Counter, samples, |m, v| m.encode_counter::<NoLabelSet, u64, u64>(v, None))
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: &[(Label<'_>, f64)]) -> std::fmt::Result {
+    family(enc, name, help, MetricType::Gauge, samples, |m, v| m.encode_gauge(v))
+}
+
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &Histogram,
+    bounds: &[f64; 10],
+) -> std::fmt::Result {
+    let mut buckets = [(0.0, 0u64); 11];
+    for (i, b) in buckets.iter_mut().enumerate() {
+        *b = (bounds.get(i).copied().unwrap_or(f64::MAX), h.buckets[i].load(Ordering::Relaxed));
+    }
+    let count = buckets.iter().map(|b| b.1).sum();
+    let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    enc.encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+impl Collector for Live {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let streams: Vec<(String, crate::ingest::StatsSnapshot)> =
+            s.streams.iter().map(|h| (h.description.name.clone(), h.stats.snapshot())).collect();
+        let per_stream = |f: &dyn Fn(&crate::ingest::StatsSnapshot) -> u64| -> Vec<(Label<'_>, u64)> {
+            streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
+        };
+        let per_stream_f = |f: &dyn Fn(&crate::ingest::StatsSnapshot) -> f64| -> Vec<(Label<'_>, f64)> {
+            streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
+        };
+        let e = &mut enc;
+        counter(e, "megdecoder_samples", "Samples received per stream.", &per_stream(&|x| x.samples))?;
+        counter(e, "megdecoder_gaps", "Gaps detected per stream.", &per_stream(&|x| x.gaps))?;
+        counter(e, "megdecoder_missing_samples", "Samples missing in gaps.", &per_stream(&|x| x.missing_samples))?;
+        counter(e, "megdecoder_reconnects", "Source reconnections.", &per_stream(&|x| x.reconnects))?;
+        counter(e, "megdecoder_non_finite_samples", "Samples with NaN/Inf.", &per_stream(&|x| x.non_finite_samples))?;
+        gauge(
+            e,
+            "megdecoder_stream_lag_seconds",
+            "Local clock minus newest sample time.",
+            &per_stream_f(&|x| x.lag_s),
+        )?;
+        gauge(
+            e,
+            "megdecoder_stream_connected",
+            "1 while the source delivers data.",
+            &per_stream_f(&|x| f64::from(u8::from(x.connected))),
+        )?;
+        let fill: Vec<(Label<'_>, f64)> =
+            s.rings.iter().map(|(n, r)| (Some(("stream", n.as_str())), r.fill())).collect();
+        gauge(e, "megdecoder_ring_buffer_fill_ratio", "Ring buffer fill (0..1).", &fill)?;
+        let p = &s.pipeline;
+        counter(e, "megdecoder_windows_decoded", "Windows decoded.", &[(None, p.decoded.load(Ordering::Relaxed))])?;
+        let reasons: Vec<(String, u64)> = SKIP_REASONS
+            .iter()
+            .map(|r| {
+                let name = serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                (name, p.skipped(*r))
+            })
+            .collect();
+        let skipped: Vec<(Label<'_>, u64)> = reasons.iter().map(|(n, v)| (Some(("reason", n.as_str())), *v)).collect();
+        counter(e, "megdecoder_windows_skipped", "Windows not decoded, by reason.", &skipped)?;
+        let one = |v: &std::sync::atomic::AtomicU64| [(None, v.load(Ordering::Relaxed))];
+        counter(
+            e,
+            "megdecoder_onsets_detected",
+            "Stimulus onsets found on the trigger or photodiode channel.",
+            &one(&p.onsets_detected),
+        )?;
+        counter(
+            e,
+            "megdecoder_onsets_paired",
+            "Trigger/photodiode onsets labelled by a marker.",
+            &one(&p.onsets_paired),
+        )?;
+        counter(
+            e,
+            "megdecoder_markers_unpaired",
+            "Markers no trigger/photodiode onset claimed (not decoded).",
+            &one(&p.markers_unpaired),
+        )?;
+        counter(
+            e,
+            "megdecoder_pipeline_overruns",
+            "Times the pipeline fell behind the ring buffer and skipped ahead.",
+            &one(&p.overruns),
+        )?;
+        histogram(e, "megdecoder_encoder_seconds", "Encoder inference time.", &p.encoder_hist, &ENCODER_BUCKETS)?;
+        histogram(
+            e,
+            "megdecoder_latency_seconds",
+            "Decoding time minus the window's last sample time.",
+            &p.latency_hist,
+            &LATENCY_BUCKETS,
+        )?;
+        gauge(e, "megdecoder_subscribers", "Connected gRPC subscribers.", &[(None, s.hub.subscribers().len() as f64)])?;
+        counter(e, "megdecoder_missed_decodings", "Decodings slow subscribers lost.", &one(&s.hub.missed_total))?;
+        counter(e, "megdecoder_images_generated", "Images drawn by the generator.", &one(&s.images_generated))?;
+        let rec = s.recorder.as_ref().map(|r| r.state()).unwrap_or_default();
+        gauge(e, "megdecoder_recording", "1 while recording.", &[(None, f64::from(u8::from(rec.recording)))])?;
+        gauge(
+            e,
+            "megdecoder_recording_bytes",
+            "Bytes written to the current (or last) recording.",
+            &[(None, rec.bytes_written as f64)],
+        )
+    }
 }

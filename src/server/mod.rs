@@ -1,15 +1,18 @@
 //! Serving: the gRPC API (`proto/megdecoder/v1/decoder.proto`), the [`Hub`] that fans
-//! decodings out to subscribers, bearer-token auth, TLS, health and reflection.
+//! decodings out to subscribers, bearer-token auth, TLS, health and reflection, and the
+//! HTTP server (viewer, gRPC-Web, metrics).
 
 mod auth;
+mod http;
 mod hub;
 mod metrics;
 mod serve;
 mod service;
 
 pub use auth::BearerAuth;
+pub use http::{serve_http, HttpOptions};
 pub use hub::{Hub, SubscriberStats, Subscription};
-pub use metrics::{render as render_metrics, serve_metrics};
+pub use metrics::{ServiceMetrics, OPENMETRICS_CONTENT_TYPE};
 pub use serve::{serve, ServeOptions, ServerError, TlsFiles};
 pub use service::{validate_subscribe, DecoderService, DecoderState, ModelInfo, StreamHandle};
 

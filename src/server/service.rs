@@ -34,6 +34,8 @@ pub struct ModelInfo {
     pub embedding_space: String,
     pub embedding_dim: usize,
     pub generator: bool,
+    /// The model's sampling rate (Hz).
+    pub sample_rate: f64,
 }
 
 /// Everything the service reads from.
@@ -52,6 +54,10 @@ pub struct DecoderState {
     pub failure: crate::worker::Failure,
     /// Loads other models while running (None: LoadModel is UNIMPLEMENTED here).
     pub switcher: Option<Arc<crate::swap::ModelSwitcher>>,
+    /// The pipeline's signal snapshots (None: GetSignal is UNIMPLEMENTED here).
+    pub signal: Option<Arc<crate::pipeline::SignalTap>>,
+    /// Seconds of model-rate samples the pipeline keeps (the most GetSignal returns).
+    pub buffer_s: f64,
     /// Whether LoadModel may be called (a token is configured, or explicitly allowed).
     pub allow_load_model: bool,
 }
@@ -273,6 +279,7 @@ impl proto::decoder_server::Decoder for DecoderService {
                     connected: st.connected,
                     clock_offset_ms: st.clock_offset_s * 1e3,
                     non_finite_samples: st.non_finite_samples,
+                    ring_fill: s.rings.iter().find(|(n, _)| *n == h.description.name).map_or(0.0, |(_, r)| r.fill()),
                 }
             })
             .collect();
@@ -396,6 +403,97 @@ impl proto::decoder_server::Decoder for DecoderService {
             first_sequence: report.done.first_sequence,
             switched_at: report.done.at,
         }))
+    }
+
+    async fn get_signal(&self, request: Request<proto::GetSignalRequest>) -> Result<Response<proto::Signal>, Status> {
+        let Some(tap) = self.state.signal.clone() else {
+            return Err(Status::unimplemented("this server keeps no signal snapshots"));
+        };
+        let req = request.into_inner();
+        let seconds = signal_seconds(req.seconds, self.state.buffer_s)?;
+        let picks = SignalPicks::parse(&req.picks)?;
+        let rate = self.state.model().sample_rate;
+        let rows = (seconds * rate).ceil() as usize;
+        let snap = tap.request(rows, std::time::Duration::from_secs(1)).await;
+        let chosen = picks.select(&snap.channels)?;
+        let width = snap.channels.len().max(1);
+        let n = snap.times.len().min(rows);
+        let first = snap.times.len() - n;
+        let mut data = Vec::with_capacity(chosen.len() * n);
+        for &c in &chosen {
+            data.extend(snap.rows.chunks_exact(width).skip(first).map(|row| row[c]));
+        }
+        let t0 = snap.times.get(first).copied().unwrap_or(f64::INFINITY);
+        Ok(Response::new(proto::Signal {
+            sample_rate_hz: snap.sample_rate,
+            channels: chosen.iter().map(|&c| snap.channels[c].clone()).collect(),
+            units: chosen.iter().map(|&c| snap.units.get(c).copied().unwrap_or("").to_string()).collect(),
+            times: snap.times[first..].to_vec(),
+            data,
+            markers: snap
+                .markers
+                .iter()
+                .filter(|(t, _)| *t >= t0)
+                .map(|(t, text)| proto::SignalMarker { time: *t, text: text.clone() })
+                .collect(),
+            taken_at: snap.taken_at,
+            model: snap.model.to_string(),
+        }))
+    }
+}
+
+/// GetSignalRequest.seconds checked: 0 means 5 s; at most the pipeline's buffer.
+fn signal_seconds(seconds: f64, buffer_s: f64) -> Result<f64, Status> {
+    if seconds == 0.0 {
+        return Ok(5.0_f64.min(buffer_s));
+    }
+    if !seconds.is_finite() || seconds < 0.0 || seconds > buffer_s {
+        return Err(Status::invalid_argument(format!(
+            "seconds must be 0 (5 s) or up to the pipeline's buffer of {buffer_s} s (pipeline.buffer_s), got {}",
+            crate::config::shown(seconds)
+        )));
+    }
+    Ok(seconds)
+}
+
+/// GetSignalRequest.picks: channel names, or prefixes ending in '*'.
+struct SignalPicks(Vec<String>);
+
+impl SignalPicks {
+    const MAX: usize = 4096;
+
+    fn parse(picks: &[String]) -> Result<Self, Status> {
+        if picks.len() > Self::MAX {
+            return Err(Status::invalid_argument(format!("at most {} picks, got {}", Self::MAX, picks.len())));
+        }
+        if let Some(bad) = picks.iter().find(|p| p.is_empty() || p.len() > 64 || *p == "*") {
+            return Err(Status::invalid_argument(format!(
+                "pick '{}' is not a channel name or a prefix like 'MLO*' (1-64 characters; leave picks empty for every channel)",
+                bad.chars().take(64).collect::<String>().escape_default()
+            )));
+        }
+        Ok(Self(picks.to_vec()))
+    }
+
+    /// Indices of the channels picked (every channel when there are no picks), in the
+    /// channels' order; an error names a pick that matches nothing.
+    fn select(&self, channels: &[String]) -> Result<Vec<usize>, Status> {
+        if self.0.is_empty() {
+            return Ok((0..channels.len()).collect());
+        }
+        let matches = |p: &str, name: &str| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        };
+        if let Some(none) = self.0.iter().find(|p| !channels.iter().any(|c| matches(p, c))) {
+            return Err(Status::invalid_argument(format!(
+                "pick '{}' matches none of the model's {} channels (e.g. {})",
+                none.escape_default(),
+                channels.len(),
+                channels.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok((0..channels.len()).filter(|&i| self.0.iter().any(|p| matches(p, &channels[i]))).collect())
     }
 }
 

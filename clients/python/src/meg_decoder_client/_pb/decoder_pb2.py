@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmegdecoder/v1/decoder.proto\x12\rmegdecoder.v1\"\x81\x02\n\x10SubscribeRequest\x12\x19\n\x11include_embedding\x18\x01 \x01(\x08\x12\x16\n\x0einclude_images\x18\x02 \x01(\x08\x12\x13\n\x0bmax_rate_hz\x18\x03 \x01(\x01\x12\x12\n\ncontinuous\x18\x04 \x01(\x08\x12\x14\n\x0c\x65vent_locked\x18\x05 \x01(\x08\x12\x30\n\x0cimage_format\x18\x06 \x01(\x0e\x32\x1a.megdecoder.v1.ImageFormat\x12\x12\n\nimage_size\x18\x07 \x01(\r\x12\r\n\x05top_k\x18\x08 \x01(\r\x12\x11\n\tmax_age_s\x18\t \x01(\x01\x12\x13\n\x0blatest_only\x18\n \x01(\x08\"&\n\x03Hit\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xec\x02\n\x08\x44\x65\x63oding\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12!\n\x04mode\x18\x02 \x01(\x0e\x32\x13.megdecoder.v1.Mode\x12\x0e\n\x06marker\x18\x03 \x01(\t\x12\x13\n\x0bmarker_time\x18\x04 \x01(\x01\x12\x14\n\x0cwindow_start\x18\x05 \x01(\x01\x12\x12\n\nwindow_end\x18\x06 \x01(\x01\x12\x12\n\ndecoded_at\x18\x07 \x01(\x01\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x11\n\tembedding\x18\t \x03(\x02\x12!\n\x05top_k\x18\n \x03(\x0b\x32\x12.megdecoder.v1.Hit\x12\x11\n\timage_png\x18\x0b \x01(\x0c\x12\x16\n\x0eimage_sequence\x18\x0c \x01(\x04\x12\x0e\n\x06missed\x18\r \x01(\x04\x12\x10\n\x08repaired\x18\x0e \x01(\x08\x12\x12\n\nencoder_ms\x18\x0f \x01(\x01\x12\x0e\n\x06\x61ge_ms\x18\x10 \x01(\x01\x12\r\n\x05model\x18\x11 \x01(\t\"\x12\n\x10GetStatusRequest\"\x9a\x02\n\x06Status\x12,\n\x07streams\x18\x01 \x03(\x0b\x32\x1b.megdecoder.v1.StreamStatus\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.megdecoder.v1.ModelStatus\x12/\n\x08pipeline\x18\x03 \x01(\x0b\x32\x1d.megdecoder.v1.PipelineStatus\x12\x34\n\x0bsubscribers\x18\x04 \x03(\x0b\x32\x1f.megdecoder.v1.SubscriberStatus\x12\x30\n\trecording\x18\x05 \x01(\x0b\x32\x1d.megdecoder.v1.RecordingState\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xa6\x02\n\x0cStreamStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x17\n\x0fnominal_rate_hz\x18\x05 \x01(\x01\x12\x18\n\x10measured_rate_hz\x18\x06 \x01(\x01\x12\x0e\n\x06lag_ms\x18\x07 \x01(\x01\x12\x0f\n\x07samples\x18\x08 \x01(\x04\x12\x0c\n\x04gaps\x18\t \x01(\x04\x12\x17\n\x0fmissing_samples\x18\n \x01(\x04\x12\x12\n\nreconnects\x18\x0b \x01(\x04\x12\x11\n\tconnected\x18\x0c \x01(\x08\x12\x17\n\x0f\x63lock_offset_ms\x18\r \x01(\x01\x12\x1a\n\x12non_finite_samples\x18\x0e \x01(\x04\"\xc3\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63ontract\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x17\n\x0f\x65mbedding_space\x18\x04 \x01(\t\x12\x15\n\rembedding_dim\x18\x05 \x01(\r\x12\x16\n\x0egallery_images\x18\x06 \x01(\r\x12\x11\n\tgenerator\x18\x07 \x01(\x08\x12\n\n\x02id\x18\x08 \x01(\t\x12\x0b\n\x03\x64ir\x18\t \x01(\t\x12\x10\n\x08switches\x18\n \x01(\x04\"\xe9\x02\n\x0ePipelineStatus\x12\x0f\n\x07\x64\x65\x63oded\x18\x01 \x01(\x04\x12\x1c\n\x14\x64\x65\x63oded_event_locked\x18\x02 \x01(\x04\x12\x0f\n\x07skipped\x18\x03 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\x01\x12\x16\n\x0elatency_p90_ms\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x06 \x01(\x01\x12\x16\n\x0e\x65ncoder_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0e\x65ncoder_p99_ms\x18\x08 \x01(\x01\x12\x18\n\x10images_generated\x18\t \x01(\x04\x12M\n\x11skipped_by_reason\x18\n \x03(\x0b\x32\x32.megdecoder.v1.PipelineStatus.SkippedByReasonEntry\x1a\x36\n\x14SkippedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"_\n\x10SubscriberStatus\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0c\n\x04sent\x18\x03 \x01(\x04\x12\x0e\n\x06missed\x18\x04 \x01(\x04\x12\x13\n\x0b\x63onnected_s\x18\x05 \x01(\x01\"T\n\x15StartRecordingRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0b\n\x03run\x18\x04 \x01(\r\"\x16\n\x14StopRecordingRequest\"k\n\x0eRecordingState\x12\x11\n\trecording\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x15\n\rbytes_written\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nstarted_at\x18\x05 \x01(\x01\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"}\n\x11LoadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.megdecoder.v1.ModelStatus\x12\x10\n\x08previous\x18\x02 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x13\n\x0bswitched_at\x18\x04 \x01(\x01\"*\n\x16GetGalleryImageRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\"-\n\x0cGalleryImage\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c*A\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01*H\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODE_CONTINUOUS\x10\x01\x12\x15\n\x11MODE_EVENT_LOCKED\x10\x02\x32\xea\x03\n\x07\x44\x65\x63oder\x12G\n\tSubscribe\x12\x1f.megdecoder.v1.SubscribeRequest\x1a\x17.megdecoder.v1.Decoding0\x01\x12\x43\n\tGetStatus\x12\x1f.megdecoder.v1.GetStatusRequest\x1a\x15.megdecoder.v1.Status\x12U\n\x0eStartRecording\x12$.megdecoder.v1.StartRecordingRequest\x1a\x1d.megdecoder.v1.RecordingState\x12S\n\rStopRecording\x12#.megdecoder.v1.StopRecordingRequest\x1a\x1d.megdecoder.v1.RecordingState\x12U\n\x0fGetGalleryImage\x12%.megdecoder.v1.GetGalleryImageRequest\x1a\x1b.megdecoder.v1.GalleryImage\x12N\n\tLoadModel\x12\x1f.megdecoder.v1.LoadModelRequest\x1a .megdecoder.v1.LoadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmegdecoder/v1/decoder.proto\x12\rmegdecoder.v1\"\x81\x02\n\x10SubscribeRequest\x12\x19\n\x11include_embedding\x18\x01 \x01(\x08\x12\x16\n\x0einclude_images\x18\x02 \x01(\x08\x12\x13\n\x0bmax_rate_hz\x18\x03 \x01(\x01\x12\x12\n\ncontinuous\x18\x04 \x01(\x08\x12\x14\n\x0c\x65vent_locked\x18\x05 \x01(\x08\x12\x30\n\x0cimage_format\x18\x06 \x01(\x0e\x32\x1a.megdecoder.v1.ImageFormat\x12\x12\n\nimage_size\x18\x07 \x01(\r\x12\r\n\x05top_k\x18\x08 \x01(\r\x12\x11\n\tmax_age_s\x18\t \x01(\x01\x12\x13\n\x0blatest_only\x18\n \x01(\x08\"&\n\x03Hit\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xec\x02\n\x08\x44\x65\x63oding\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12!\n\x04mode\x18\x02 \x01(\x0e\x32\x13.megdecoder.v1.Mode\x12\x0e\n\x06marker\x18\x03 \x01(\t\x12\x13\n\x0bmarker_time\x18\x04 \x01(\x01\x12\x14\n\x0cwindow_start\x18\x05 \x01(\x01\x12\x12\n\nwindow_end\x18\x06 \x01(\x01\x12\x12\n\ndecoded_at\x18\x07 \x01(\x01\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x11\n\tembedding\x18\t \x03(\x02\x12!\n\x05top_k\x18\n \x03(\x0b\x32\x12.megdecoder.v1.Hit\x12\x11\n\timage_png\x18\x0b \x01(\x0c\x12\x16\n\x0eimage_sequence\x18\x0c \x01(\x04\x12\x0e\n\x06missed\x18\r \x01(\x04\x12\x10\n\x08repaired\x18\x0e \x01(\x08\x12\x12\n\nencoder_ms\x18\x0f \x01(\x01\x12\x0e\n\x06\x61ge_ms\x18\x10 \x01(\x01\x12\r\n\x05model\x18\x11 \x01(\t\"\x12\n\x10GetStatusRequest\"\x9a\x02\n\x06Status\x12,\n\x07streams\x18\x01 \x03(\x0b\x32\x1b.megdecoder.v1.StreamStatus\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.megdecoder.v1.ModelStatus\x12/\n\x08pipeline\x18\x03 \x01(\x0b\x32\x1d.megdecoder.v1.PipelineStatus\x12\x34\n\x0bsubscribers\x18\x04 \x03(\x0b\x32\x1f.megdecoder.v1.SubscriberStatus\x12\x30\n\trecording\x18\x05 \x01(\x0b\x32\x1d.megdecoder.v1.RecordingState\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xb9\x02\n\x0cStreamStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12\x17\n\x0fnominal_rate_hz\x18\x05 \x01(\x01\x12\x18\n\x10measured_rate_hz\x18\x06 \x01(\x01\x12\x0e\n\x06lag_ms\x18\x07 \x01(\x01\x12\x0f\n\x07samples\x18\x08 \x01(\x04\x12\x0c\n\x04gaps\x18\t \x01(\x04\x12\x17\n\x0fmissing_samples\x18\n \x01(\x04\x12\x12\n\nreconnects\x18\x0b \x01(\x04\x12\x11\n\tconnected\x18\x0c \x01(\x08\x12\x17\n\x0f\x63lock_offset_ms\x18\r \x01(\x01\x12\x1a\n\x12non_finite_samples\x18\x0e \x01(\x04\x12\x11\n\tring_fill\x18\x0f \x01(\x01\"\xc3\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x63ontract\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x17\n\x0f\x65mbedding_space\x18\x04 \x01(\t\x12\x15\n\rembedding_dim\x18\x05 \x01(\r\x12\x16\n\x0egallery_images\x18\x06 \x01(\r\x12\x11\n\tgenerator\x18\x07 \x01(\x08\x12\n\n\x02id\x18\x08 \x01(\t\x12\x0b\n\x03\x64ir\x18\t \x01(\t\x12\x10\n\x08switches\x18\n \x01(\x04\"\xe9\x02\n\x0ePipelineStatus\x12\x0f\n\x07\x64\x65\x63oded\x18\x01 \x01(\x04\x12\x1c\n\x14\x64\x65\x63oded_event_locked\x18\x02 \x01(\x04\x12\x0f\n\x07skipped\x18\x03 \x01(\x04\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\x01\x12\x16\n\x0elatency_p90_ms\x18\x05 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x06 \x01(\x01\x12\x16\n\x0e\x65ncoder_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0e\x65ncoder_p99_ms\x18\x08 \x01(\x01\x12\x18\n\x10images_generated\x18\t \x01(\x04\x12M\n\x11skipped_by_reason\x18\n \x03(\x0b\x32\x32.megdecoder.v1.PipelineStatus.SkippedByReasonEntry\x1a\x36\n\x14SkippedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"_\n\x10SubscriberStatus\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x0c\n\x04sent\x18\x03 \x01(\x04\x12\x0e\n\x06missed\x18\x04 \x01(\x04\x12\x13\n\x0b\x63onnected_s\x18\x05 \x01(\x01\"T\n\x15StartRecordingRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0b\n\x03run\x18\x04 \x01(\r\"\x16\n\x14StopRecordingRequest\"k\n\x0eRecordingState\x12\x11\n\trecording\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x15\n\rbytes_written\x18\x03 \x01(\x04\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nstarted_at\x18\x05 \x01(\x01\"!\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"}\n\x11LoadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.megdecoder.v1.ModelStatus\x12\x10\n\x08previous\x18\x02 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x13\n\x0bswitched_at\x18\x04 \x01(\x01\"*\n\x16GetGalleryImageRequest\x12\x10\n\x08image_id\x18\x01 \x01(\t\"-\n\x0cGalleryImage\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c\"2\n\x10GetSignalRequest\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\x12\r\n\x05picks\x18\x02 \x03(\t\"*\n\x0cSignalMarker\x12\x0c\n\x04time\x18\x01 \x01(\x01\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xad\x01\n\x06Signal\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\x01\x12\x10\n\x08\x63hannels\x18\x02 \x03(\t\x12\r\n\x05units\x18\x03 \x03(\t\x12\r\n\x05times\x18\x04 \x03(\x01\x12\x0c\n\x04\x64\x61ta\x18\x05 \x03(\x02\x12,\n\x07markers\x18\x06 \x03(\x0b\x32\x1b.megdecoder.v1.SignalMarker\x12\x10\n\x08taken_at\x18\x07 \x01(\x01\x12\r\n\x05model\x18\x08 \x01(\t*A\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01*H\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODE_CONTINUOUS\x10\x01\x12\x15\n\x11MODE_EVENT_LOCKED\x10\x02\x32\xaf\x04\n\x07\x44\x65\x63oder\x12G\n\tSubscribe\x12\x1f.megdecoder.v1.SubscribeRequest\x1a\x17.megdecoder.v1.Decoding0\x01\x12\x43\n\tGetStatus\x12\x1f.megdecoder.v1.GetStatusRequest\x1a\x15.megdecoder.v1.Status\x12U\n\x0eStartRecording\x12$.megdecoder.v1.StartRecordingRequest\x1a\x1d.megdecoder.v1.RecordingState\x12S\n\rStopRecording\x12#.megdecoder.v1.StopRecordingRequest\x1a\x1d.megdecoder.v1.RecordingState\x12U\n\x0fGetGalleryImage\x12%.megdecoder.v1.GetGalleryImageRequest\x1a\x1b.megdecoder.v1.GalleryImage\x12N\n\tLoadModel\x12\x1f.megdecoder.v1.LoadModelRequest\x1a .megdecoder.v1.LoadModelResponse\x12\x43\n\tGetSignal\x12\x1f.megdecoder.v1.GetSignalRequest\x1a\x15.megdecoder.v1.Signalb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PIPELINESTATUS_SKIPPEDBYREASONENTRY']._loaded_options = None
   _globals['_PIPELINESTATUS_SKIPPEDBYREASONENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEFORMAT']._serialized_start=2446
-  _globals['_IMAGEFORMAT']._serialized_end=2511
-  _globals['_MODE']._serialized_start=2513
-  _globals['_MODE']._serialized_end=2585
+  _globals['_IMAGEFORMAT']._serialized_start=2737
+  _globals['_IMAGEFORMAT']._serialized_end=2802
+  _globals['_MODE']._serialized_start=2804
+  _globals['_MODE']._serialized_end=2876
   _globals['_SUBSCRIBEREQUEST']._serialized_start=47
   _globals['_SUBSCRIBEREQUEST']._serialized_end=304
   _globals['_HIT']._serialized_start=306
@@ -48,29 +48,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUS']._serialized_start=734
   _globals['_STATUS']._serialized_end=1016
   _globals['_STREAMSTATUS']._serialized_start=1019
-  _globals['_STREAMSTATUS']._serialized_end=1313
-  _globals['_MODELSTATUS']._serialized_start=1316
-  _globals['_MODELSTATUS']._serialized_end=1511
-  _globals['_PIPELINESTATUS']._serialized_start=1514
-  _globals['_PIPELINESTATUS']._serialized_end=1875
-  _globals['_PIPELINESTATUS_SKIPPEDBYREASONENTRY']._serialized_start=1821
-  _globals['_PIPELINESTATUS_SKIPPEDBYREASONENTRY']._serialized_end=1875
-  _globals['_SUBSCRIBERSTATUS']._serialized_start=1877
-  _globals['_SUBSCRIBERSTATUS']._serialized_end=1972
-  _globals['_STARTRECORDINGREQUEST']._serialized_start=1974
-  _globals['_STARTRECORDINGREQUEST']._serialized_end=2058
-  _globals['_STOPRECORDINGREQUEST']._serialized_start=2060
-  _globals['_STOPRECORDINGREQUEST']._serialized_end=2082
-  _globals['_RECORDINGSTATE']._serialized_start=2084
-  _globals['_RECORDINGSTATE']._serialized_end=2191
-  _globals['_LOADMODELREQUEST']._serialized_start=2193
-  _globals['_LOADMODELREQUEST']._serialized_end=2226
-  _globals['_LOADMODELRESPONSE']._serialized_start=2228
-  _globals['_LOADMODELRESPONSE']._serialized_end=2353
-  _globals['_GETGALLERYIMAGEREQUEST']._serialized_start=2355
-  _globals['_GETGALLERYIMAGEREQUEST']._serialized_end=2397
-  _globals['_GALLERYIMAGE']._serialized_start=2399
-  _globals['_GALLERYIMAGE']._serialized_end=2444
-  _globals['_DECODER']._serialized_start=2588
-  _globals['_DECODER']._serialized_end=3078
+  _globals['_STREAMSTATUS']._serialized_end=1332
+  _globals['_MODELSTATUS']._serialized_start=1335
+  _globals['_MODELSTATUS']._serialized_end=1530
+  _globals['_PIPELINESTATUS']._serialized_start=1533
+  _globals['_PIPELINESTATUS']._serialized_end=1894
+  _globals['_PIPELINESTATUS_SKIPPEDBYREASONENTRY']._serialized_start=1840
+  _globals['_PIPELINESTATUS_SKIPPEDBYREASONENTRY']._serialized_end=1894
+  _globals['_SUBSCRIBERSTATUS']._serialized_start=1896
+  _globals['_SUBSCRIBERSTATUS']._serialized_end=1991
+  _globals['_STARTRECORDINGREQUEST']._serialized_start=1993
+  _globals['_STARTRECORDINGREQUEST']._serialized_end=2077
+  _globals['_STOPRECORDINGREQUEST']._serialized_start=2079
+  _globals['_STOPRECORDINGREQUEST']._serialized_end=2101
+  _globals['_RECORDINGSTATE']._serialized_start=2103
+  _globals['_RECORDINGSTATE']._serialized_end=2210
+  _globals['_LOADMODELREQUEST']._serialized_start=2212
+  _globals['_LOADMODELREQUEST']._serialized_end=2245
+  _globals['_LOADMODELRESPONSE']._serialized_start=2247
+  _globals['_LOADMODELRESPONSE']._serialized_end=2372
+  _globals['_GETGALLERYIMAGEREQUEST']._serialized_start=2374
+  _globals['_GETGALLERYIMAGEREQUEST']._serialized_end=2416
+  _globals['_GALLERYIMAGE']._serialized_start=2418
+  _globals['_GALLERYIMAGE']._serialized_end=2463
+  _globals['_GETSIGNALREQUEST']._serialized_start=2465
+  _globals['_GETSIGNALREQUEST']._serialized_end=2515
+  _globals['_SIGNALMARKER']._serialized_start=2517
+  _globals['_SIGNALMARKER']._serialized_end=2559
+  _globals['_SIGNAL']._serialized_start=2562
+  _globals['_SIGNAL']._serialized_end=2735
+  _globals['_DECODER']._serialized_start=2879
+  _globals['_DECODER']._serialized_end=3438
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,11 @@ class DecoderStub:
                 request_serializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelRequest.SerializeToString,
                 response_deserializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
+        self.GetSignal = channel.unary_unary(
+                '/megdecoder.v1.Decoder/GetSignal',
+                request_serializer=megdecoder_dot_v1_dot_decoder__pb2.GetSignalRequest.SerializeToString,
+                response_deserializer=megdecoder_dot_v1_dot_decoder__pb2.Signal.FromString,
+                _registered_method=True)
 
 
 class DecoderServicer:
@@ -119,6 +124,16 @@ class DecoderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSignal(self, request, context):
+        """The last seconds of the MEG as the model sees it before scaling: picked channels,
+        filtered, resampled to the model's rate, in SI units (T, T/m), with the markers of
+        that span. For signal displays such as the viewer's butterfly plot (a dead or noisy
+        sensor shows at a glance). Costs the pipeline one copy of its buffer per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecoderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +166,11 @@ def add_DecoderServicer_to_server(servicer, server):
                     servicer.LoadModel,
                     request_deserializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelRequest.FromString,
                     response_serializer=megdecoder_dot_v1_dot_decoder__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'GetSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSignal,
+                    request_deserializer=megdecoder_dot_v1_dot_decoder__pb2.GetSignalRequest.FromString,
+                    response_serializer=megdecoder_dot_v1_dot_decoder__pb2.Signal.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +336,33 @@ class Decoder:
             '/megdecoder.v1.Decoder/LoadModel',
             megdecoder_dot_v1_dot_decoder__pb2.LoadModelRequest.SerializeToString,
             megdecoder_dot_v1_dot_decoder__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/megdecoder.v1.Decoder/GetSignal',
+            megdecoder_dot_v1_dot_decoder__pb2.GetSignalRequest.SerializeToString,
+            megdecoder_dot_v1_dot_decoder__pb2.Signal.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,236 @@
+//! The HTTP server (`http.listen`): the browser viewer, gRPC-Web for it (the same
+//! `megdecoder.v1.Decoder` service, bearer token and all), `/metrics` and `/healthz`.
+//!
+//! One hyper server with axum routes. Connections are capped (more are closed at once), a
+//! request's headers (and a TLS handshake) must arrive within `http.header_timeout_s`,
+//! accept errors back off instead of spinning, and TLS uses the gRPC port's certificate.
+//! Without a bearer token, calls that change state (StartRecording, StopRecording,
+//! LoadModel) are refused here: a browser-reachable port must not let any page on the
+//! network start a recording.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::auth::BearerAuth;
+use super::metrics::{ServiceMetrics, OPENMETRICS_CONTENT_TYPE};
+use super::proto::decoder_server::DecoderServer;
+use super::serve::{ServerError, TlsFiles};
+use super::service::{DecoderService, DecoderState};
+
+/// How the HTTP server runs.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub listen: SocketAddr,
+    /// Serve the viewer page and gRPC-Web (false: only /metrics and /healthz).
+    pub viewer: bool,
+    pub token: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// The viewer's files, built by `make viewer` (viewer/) and embedded in the binary.
+const INDEX_HTML: &str = include_str!("../../viewer/dist/index.html");
+const VIEWER_JS: &str = include_str!("../../viewer/dist/viewer.js");
+const VIEWER_CSS: &str = include_str!("../../viewer/dist/viewer.css");
+
+/// RPCs that change the service's state.
+const MUTATING: [&str; 3] = [
+    "/megdecoder.v1.Decoder/StartRecording",
+    "/megdecoder.v1.Decoder/StopRecording",
+    "/megdecoder.v1.Decoder/LoadModel",
+];
+
+/// Binds `opts.listen` now (a taken port fails at start-up) and serves until the
+/// returned task is aborted.
+pub async fn serve_http(
+    state: Arc<DecoderState>,
+    opts: HttpOptions,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServerError> {
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| ServerError::Bind {
+        addr: opts.listen,
+        why: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is already in use; choose another with --http-listen".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Transport(e.to_string()))?;
+    let tls = opts.tls.as_ref().map(tls_acceptor).transpose()?;
+    let app = router(state, &opts);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+    let header_timeout = opts.header_timeout;
+    let task = tokio::spawn(async move {
+        loop {
+            let sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    tracing::warn!("HTTP server: accept failed ({e}); retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::debug!("HTTP server: connection cap reached; closing a new connection");
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let (app, tls) = (app.clone(), tls.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tls {
+                    Some(acceptor) => {
+                        let Ok(Ok(s)) = tokio::time::timeout(header_timeout, acceptor.accept(sock)).await else {
+                            return;
+                        };
+                        let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_connection(s, h2, app, header_timeout).await;
+                    }
+                    None => {
+                        if let Some(h2) = sniff_http2(&sock, header_timeout).await {
+                            serve_connection(sock, h2, app, header_timeout).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// The HTTP/2 connection preface a plain-text HTTP/2 client starts with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain-text connection speaks HTTP/2 (its first bytes are the preface), read
+/// without consuming them; None when nothing arrives within `limit` or the peer leaves.
+async fn sniff_http2(sock: &tokio::net::TcpStream, limit: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.peek(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far: wait for the rest (peek returns at once while
+        // the bytes it saw are unread).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, header_timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let io = TokioIo::new(io);
+    let res = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .serve_connection(io, service)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(io, service)
+            .await
+    };
+    if let Err(e) = res {
+        tracing::debug!("HTTP connection: {e}");
+    }
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Tls(format!("reading {}: {e}", files.cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| ServerError::Tls(format!("reading {}: {e}", files.key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(format!("{} and {}: {e}", files.cert.display(), files.key.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The routes: /metrics and /healthz always; the viewer and gRPC-Web when enabled.
+fn router(state: Arc<DecoderState>, opts: &HttpOptions) -> axum::Router {
+    let metrics = ServiceMetrics::new(state.clone());
+    let health = state.clone();
+    let mut app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let page = metrics.render();
+                async move { ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], page) }
+            }),
+        )
+        .route("/healthz", get(move || std::future::ready(healthz(&health))));
+    if opts.viewer {
+        let decoder = DecoderServer::with_interceptor(DecoderService::new(state), BearerAuth::new(opts.token.clone()));
+        let grpc_web = tonic::service::Routes::new(decoder)
+            .prepare()
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(opts.token.is_some(), refuse_mutations_without_token))
+            .layer(tonic_web::GrpcWebLayer::new());
+        app = app
+            .route("/", get(|| asset(INDEX_HTML, "text/html; charset=utf-8")))
+            .route("/viewer.js", get(|| asset(VIEWER_JS, "text/javascript; charset=utf-8")))
+            .route("/viewer.css", get(|| asset(VIEWER_CSS, "text/css; charset=utf-8")))
+            .merge(grpc_web);
+    }
+    app.fallback(|req: Request<Body>| async move {
+        let path: String = req.uri().path().chars().take(100).collect();
+        (StatusCode::NOT_FOUND, format!("no page {path}: try / (the viewer, when on), /metrics or /healthz\n"))
+    })
+}
+
+/// A built-in file: the viewer is small, so it is revalidated on every load.
+async fn asset(body: &'static str, kind: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body)
+}
+
+/// 200 while healthy; 503 while a thread has died or the MEG source is gone.
+fn healthz(state: &DecoderState) -> (StatusCode, String) {
+    match state.failure.get() {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("failing: {why}\n")),
+        None if !state.healthy() => (StatusCode::SERVICE_UNAVAILABLE, "MEG source gone\n".into()),
+        None => (StatusCode::OK, "ok\n".into()),
+    }
+}
+
+/// Without a server token, gRPC-Web calls that change state get PERMISSION_DENIED.
+async fn refuse_mutations_without_token(
+    axum::extract::State(has_token): axum::extract::State<bool>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response<Body> {
+    if !has_token && MUTATING.contains(&req.uri().path()) {
+        let status = tonic::Status::permission_denied(
+            "this server has no bearer token, so the viewer's HTTP port is read-only: start `serve` with --token-file to record or switch models from the browser",
+        );
+        return status.into_http::<Body>();
+    }
+    next.run(req).await
+}

@@ -1,0 +1,372 @@
+//! The browser viewer, in a real browser: Debian's chromium (headless, driven through
+//! chromedriver by tests/common/browser.py) loads the page from `serve --http-listen`,
+//! which talks gRPC-Web to the service while `simulate` streams a session over LSL.
+//! Also the HTTP server's own hygiene (HEAD, split requests, 404, idle connections, the
+//! connection cap) and the read-only rule without a token, over raw TCP.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meg_decoder::server::proto;
+use serde_json::Value;
+
+/// The browser remote control (tests/common/browser.py) over its stdin/stdout.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let mut child = Command::new(common::python())
+            .arg(common::repo().join("tests/common/browser.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python for the browser driver (run `make venv`)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut b = Self { child, stdin, stdout };
+        let ready = b.answer();
+        assert_eq!(ready["value"], "ready", "chromium did not start: {ready}");
+        b
+    }
+
+    fn answer(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("browser driver said {line:?}: {e}"))
+    }
+
+    fn cmd(&mut self, line: &str) -> Value {
+        writeln!(self.stdin, "{line}").unwrap();
+        let a = self.answer();
+        assert_eq!(a["ok"], true, "browser: {line}: {a}");
+        a["value"].clone()
+    }
+
+    fn eval(&mut self, js: &str) -> Value {
+        self.cmd(&format!("eval {js}"))
+    }
+
+    fn text(&mut self, id: &str) -> String {
+        self.eval(&format!("document.getElementById('{id}').innerText")).as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits until the JavaScript condition holds; panics with `what` and the page's state.
+    fn wait_for(&mut self, js: &str, limit: Duration, what: &str) {
+        let t = Instant::now();
+        while self.eval(js) != Value::Bool(true) {
+            if t.elapsed() > limit {
+                let state = self.eval("JSON.stringify(window.viewer)");
+                let conn = self.text("conn");
+                panic!("{what} within {limit:?} (page state {state}, connection '{conn}')");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The page's counters plus what it shows.
+    fn state(&mut self) -> Value {
+        let mut v: Value = serde_json::from_str(self.eval("JSON.stringify(window.viewer)").as_str().unwrap()).unwrap();
+        v["generated_src"] = self.eval("document.getElementById('generated').src");
+        v["hitrate"] = Value::String(self.text("hitrate"));
+        v
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `serve` for the demo world with the viewer on `http`.
+fn serve(name: &str, grpc: &str, http: &str, extra: &[&str]) -> common::Reaper {
+    let markers = format!("{name}-m");
+    let mut args = vec![
+        "serve",
+        "--model",
+        "models/demo-brain",
+        "--stream-name",
+        name,
+        "--markers-name",
+        &markers,
+        "--listen",
+        grpc,
+        "--http-listen",
+        http,
+        "--set",
+        "preprocessing.settle_s=0.5",
+    ];
+    args.extend_from_slice(extra);
+    let child = common::bin()
+        .current_dir(common::repo())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_port(grpc);
+    common::wait_port(http);
+    common::Reaper(child)
+}
+
+fn simulate(name: &str) -> common::Reaper {
+    let markers = format!("{name}-m");
+    common::Reaper(common::spawn(&[
+        "simulate",
+        "--model",
+        "models/demo",
+        "--name",
+        name,
+        "--source-id",
+        name,
+        "--markers",
+        &markers,
+    ]))
+}
+
+fn term(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("serve did not stop on SIGTERM");
+}
+
+#[test]
+fn the_viewer_shows_decodings_hit_rates_health_and_signal_in_a_real_browser_and_survives_a_restart() {
+    common::init_lsl();
+    let name = common::unique("viewer");
+    let _sim = simulate(&name);
+    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let mut server = serve(&name, &grpc, &http, &[]);
+    let mut b = Browser::start();
+    b.cmd(&format!("open http://{http}/"));
+    b.wait_for(
+        "window.viewer && viewer.images > 0 && viewer.statusOk && viewer.signalDraws > 0 && viewer.scored > 0",
+        Duration::from_secs(60),
+        "no generated image, status, signal and scored stimulus on the page",
+    );
+    let before = b.state();
+    std::thread::sleep(Duration::from_secs(10));
+    let after = b.state();
+    eprintln!("page before: {before}\npage after 10 s: {after}");
+    let n = |v: &Value, k: &str| v[k].as_f64().unwrap_or(-1.0);
+    assert!(n(&after, "decodings") > n(&before, "decodings"), "no new decodings on the page");
+    assert!(n(&after, "images") > n(&before, "images"), "the generated image did not change");
+    assert_ne!(after["generated_src"], before["generated_src"], "the generated image did not change");
+    assert!(n(&after, "scored") > n(&before, "scored"), "no new stimuli scored");
+    assert_ne!(after["hitrate"], before["hitrate"], "the hit rate did not change");
+    assert!(after["hitrate"].as_str().unwrap().contains("top-5"), "{}", after["hitrate"]);
+    assert_eq!(n(&after, "missed"), 0.0, "a lone viewer missed decodings");
+    // The health panel: the stream's channel count and its measured rate.
+    let health = b.text("streams");
+    assert!(health.contains("306 ch"), "no channel count in the health panel: {health}");
+    let rate: f64 = health
+        .split(" Hz measured")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no measured rate in the health panel: {health}"));
+    assert!((rate - 1000.0).abs() < 50.0, "measured rate {rate} Hz, the source runs at 1000 Hz");
+    let signal = b.text("signal-info");
+    assert!(signal.contains("306 channels at 120 Hz"), "signal panel: {signal}");
+    // The screenshot, for the README and for a person to look at.
+    let shot = common::repo().join("out/viewer.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    b.cmd(&format!("screenshot {}", shot.display()));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 50_000, "screenshot {} bytes", png.len());
+
+    // The server restarts under the open page: it says so, and reconnects by itself.
+    term(&mut server.0);
+    b.wait_for(
+        "!viewer.connected && /disconnected|reconnecting/.test(document.getElementById('conn').textContent)",
+        Duration::from_secs(10),
+        "the page did not say it lost the server",
+    );
+    let _server = serve(&name, &grpc, &http, &[]);
+    b.wait_for(
+        "viewer.connected && viewer.reconnects >= 1 && /reconnected/.test(document.getElementById('conn').textContent)",
+        Duration::from_secs(60),
+        "the page did not reconnect to the restarted server",
+    );
+    let d0 = n(&b.state(), "decodings");
+    b.wait_for(&format!("viewer.decodings > {d0}"), Duration::from_secs(20), "no decodings after the reconnect");
+}
+
+#[test]
+fn with_a_token_the_viewers_recording_button_is_refused_without_it_and_works_with_it() {
+    common::init_lsl();
+    let name = common::unique("viewer-token");
+    let _sim = simulate(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-viewer-token\n").unwrap();
+    let rec = dir.path().join("rec");
+    std::fs::create_dir(&rec).unwrap();
+    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let _server = serve(
+        &name,
+        &grpc,
+        &http,
+        &["--token-file", token_file.to_str().unwrap(), "--record-dir", rec.to_str().unwrap()],
+    );
+    let mut b = Browser::start();
+    b.cmd(&format!("open http://{http}/"));
+    b.wait_for(
+        "!document.getElementById('token-form').hidden",
+        Duration::from_secs(20),
+        "the page did not ask for the token",
+    );
+    assert_eq!(b.eval("viewer.decodings"), 0, "decodings reached a page without the token");
+    b.cmd("click #rec-start");
+    b.wait_for(
+        "/refused/.test(document.getElementById('rec-msg').textContent)",
+        Duration::from_secs(10),
+        "the recording button was not refused without the token",
+    );
+    let refused = b.text("rec-msg");
+    assert!(refused.contains("token") || refused.contains("Unauthenticated"), "{refused}");
+    assert!(common::xdf_files(&rec).is_empty(), "a recording started without the token");
+
+    b.cmd("type #token s3cret-viewer-token");
+    b.cmd("click #token-form button");
+    b.wait_for("viewer.statusOk && viewer.decodings > 0", Duration::from_secs(30), "no data with the token");
+    b.cmd("click #rec-start");
+    b.wait_for(
+        "/^started/.test(document.getElementById('rec-msg').textContent)",
+        Duration::from_secs(10),
+        "the recording did not start with the token",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let recording = rt.block_on(async {
+        let mut c = proto::decoder_client::DecoderClient::connect(format!("http://{grpc}")).await.unwrap();
+        let mut req = tonic::Request::new(proto::GetStatusRequest {});
+        req.metadata_mut().insert("authorization", "Bearer s3cret-viewer-token".parse().unwrap());
+        c.get_status(req).await.unwrap().into_inner().recording.unwrap()
+    });
+    assert!(recording.recording, "the server is not recording: {recording:?}");
+    assert_eq!(common::xdf_files(&rec).len(), 1);
+    b.wait_for(
+        "/recording to/.test(document.getElementById('rec-state').textContent)",
+        Duration::from_secs(10),
+        "the page does not show the recording",
+    );
+    b.cmd("click #rec-stop");
+    b.wait_for(
+        "/^stopped/.test(document.getElementById('rec-msg').textContent)",
+        Duration::from_secs(10),
+        "the recording did not stop",
+    );
+}
+
+/// One raw HTTP/1.1 exchange: the request in pieces (with pauses), the whole answer.
+fn exchange(addr: &str, pieces: &[&[u8]]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for p in pieces {
+        s.write_all(p).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn the_http_server_speaks_proper_http_caps_connections_and_is_read_only_without_a_token() {
+    common::init_lsl();
+    let name = common::unique("viewer-http");
+    let _sim = simulate(&name);
+    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let _server = serve(
+        &name,
+        &grpc,
+        &http,
+        &["--set", "http.max_connections=8", "--set", "http.header_timeout_s=1", "--record-dir", "/tmp"],
+    );
+    // The page, its HEAD (no body), a request split across writes, an unknown path.
+    let page = exchange(&http, &[b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("<title>meg-decoder viewer</title>"), "{page:.300}");
+    let head = exchange(&http, &[b"HEAD /viewer.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/javascript"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD answered with a body: {head:.400}");
+    let split = exchange(&http, &[b"GET /metr", b"ics HTTP/1.1\r\nHo", b"st: x\r\nConnection: close\r\n", b"\r\n"]);
+    assert!(split.starts_with("HTTP/1.1 200") && split.contains("megdecoder_samples_total"), "{split:.300}");
+    assert!(split.contains("application/openmetrics-text") && split.trim_end().ends_with("# EOF"), "{split:.300}");
+    let missing = exchange(&http, &[b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+
+    // Without a token, the gRPC-Web port is read-only: StopRecording is refused
+    // (PERMISSION_DENIED, gRPC status 7) and GetStatus answers.
+    let grpc_web = |method: &str| {
+        let req = format!(
+            "POST /megdecoder.v1.Decoder/{method} HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+        );
+        exchange(&http, &[req.as_bytes(), b"\0\0\0\0\0"])
+    };
+    let refused = grpc_web("StopRecording");
+    assert!(refused.starts_with("HTTP/1.1 200") && refused.contains("grpc-status: 7"), "{refused:.500}");
+    assert!(refused.contains("read-only"), "{refused:.500}");
+    let status = grpc_web("GetStatus");
+    assert!(status.contains("grpc-status:0") || status.contains("grpc-status: 0"), "{status:.500}");
+
+    // Idle connections are closed after the header timeout, and beyond the cap new ones
+    // are closed at once; the server serves again once they are gone.
+    let mut idle = std::net::TcpStream::connect(&http).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    let waited = t.elapsed();
+    assert!(waited < Duration::from_secs(5), "an idle connection was held {waited:?} (header timeout 1 s)");
+    assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "idle answer: {:?}", &buf[..n]);
+    let flood: Vec<_> = (0..20).filter_map(|_| std::net::TcpStream::connect(&http).ok()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(flood);
+    let t = Instant::now();
+    loop {
+        let ok = exchange(&http, &[b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+        if ok.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no answer after a flood: {ok}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn without_the_viewer_the_http_port_serves_only_metrics_and_health() {
+    common::init_lsl();
+    let name = common::unique("viewer-off");
+    let _sim = simulate(&name);
+    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let _server = serve(&name, &grpc, &http, &["--no-viewer"]);
+    let page = exchange(&http, &[b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+    assert!(page.starts_with("HTTP/1.1 404"), "{page:.200}");
+    let req = "POST /megdecoder.v1.Decoder/GetStatus HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web+proto\r\nContent-Length: 5\r\nConnection: close\r\n\r\n";
+    let rpc = exchange(&http, &[req.as_bytes(), b"\0\0\0\0\0"]);
+    assert!(rpc.starts_with("HTTP/1.1 404"), "{rpc:.200}");
+    let metrics = exchange(&http, &[b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics:.200}");
+}
