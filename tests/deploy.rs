@@ -38,6 +38,7 @@ print(json.dumps({"kinds": [d["kind"] for d in docs], "toml": docs[0]["data"]["m
     assert_eq!(v["host_network"], true);
     let cfg = Config::from_toml(v["toml"].as_str().unwrap(), "configmap").unwrap();
     assert_eq!(cfg.server.listen.port(), 50051);
+    assert_eq!(cfg.http_server(), Some(("0.0.0.0:9464".to_string(), false)), "metrics on, viewer off in production");
 }
 
 #[test]

@@ -40,6 +40,12 @@ fn bad_values_are_refused_with_the_key_named() {
         ("events.source=sometimes", "events"),
         ("stream.channel_matching=fuzzy", "channel_matching"),
         ("model.intra_threads=0", "model.intra_threads"),
+        ("http.listen=localhost", "http.listen"),
+        ("http.max_connections=0", "http.max_connections"),
+        ("http.max_connections=1000000000000", "http.max_connections"),
+        ("http.header_timeout_s=nan", "http.header_timeout_s"),
+        ("http.header_timeout_s=0", "http.header_timeout_s"),
+        ("http.header_timeout_s=-1", "http.header_timeout_s"),
     ];
     for (set, key) in cases {
         let (ok, err) = check(set);
@@ -51,4 +57,14 @@ fn bad_values_are_refused_with_the_key_named() {
     // top_k 0 is valid: decodings without retrieval.
     assert!(check("pipeline.top_k=0").0);
     assert!(check("events.trigger_channel=STI 014").0);
+    assert!(check("http.listen=127.0.0.1:8080").0);
+    // metrics.listen (the older key) and http.listen on different addresses: one server.
+    let out = common::bin()
+        .current_dir(common::repo())
+        .args(["check-config", "--model", "models/demo", "--http-listen", "127.0.0.1:8080"])
+        .args(["--metrics-listen", "127.0.0.1:9464"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("metrics.listen") && err.contains("http.listen"), "{err}");
 }

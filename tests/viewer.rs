@@ -215,7 +215,7 @@ fn the_viewer_shows_decodings_hit_rates_health_and_signal_in_a_real_browser_and_
 }
 
 #[test]
-fn with_a_token_the_viewers_recording_button_is_refused_without_it_and_works_with_it() {
+fn with_a_token_and_tls_the_viewers_recording_button_is_refused_without_the_token_and_works_with_it() {
     common::init_lsl();
     let name = common::unique("viewer-token");
     let _sim = simulate(&name);
@@ -224,15 +224,32 @@ fn with_a_token_the_viewers_recording_button_is_refused_without_it_and_works_wit
     std::fs::write(&token_file, "s3cret-viewer-token\n").unwrap();
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (gport, hport) = (common::free_port(), common::free_port());
+    let (grpc, http) = (format!("127.0.0.1:{gport}"), format!("127.0.0.1:{hport}"));
     let _server = serve(
         &name,
         &grpc,
         &http,
-        &["--token-file", token_file.to_str().unwrap(), "--record-dir", rec.to_str().unwrap()],
+        &[
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--record-dir",
+            rec.to_str().unwrap(),
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
     );
+    // Plain HTTP is not answered on the TLS port.
+    let plain = exchange(&http, &[b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
+    assert!(!plain.starts_with("HTTP/1.1 200"), "plain HTTP answered on the TLS port: {plain:.200}");
     let mut b = Browser::start();
-    b.cmd(&format!("open http://{http}/"));
+    b.cmd(&format!("open https://localhost:{hport}/"));
     b.wait_for(
         "!document.getElementById('token-form').hidden",
         Duration::from_secs(20),
@@ -260,10 +277,19 @@ fn with_a_token_the_viewers_recording_button_is_refused_without_it_and_works_wit
     );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let recording = rt.block_on(async {
-        let mut c = proto::decoder_client::DecoderClient::connect(format!("http://{grpc}")).await.unwrap();
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+        let tls =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cert.cert.pem())).domain_name("localhost");
+        let ch = Channel::from_shared(format!("https://localhost:{gport}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut req = tonic::Request::new(proto::GetStatusRequest {});
         req.metadata_mut().insert("authorization", "Bearer s3cret-viewer-token".parse().unwrap());
-        c.get_status(req).await.unwrap().into_inner().recording.unwrap()
+        proto::decoder_client::DecoderClient::new(ch).get_status(req).await.unwrap().into_inner().recording.unwrap()
     });
     assert!(recording.recording, "the server is not recording: {recording:?}");
     assert_eq!(common::xdf_files(&rec).len(), 1);
@@ -369,4 +395,71 @@ fn without_the_viewer_the_http_port_serves_only_metrics_and_health() {
     assert!(rpc.starts_with("HTTP/1.1 404"), "{rpc:.200}");
     let metrics = exchange(&http, &[b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics:.200}");
+}
+
+#[test]
+fn get_signal_returns_the_preprocessed_span_with_picks_and_markers_and_rejects_bad_requests() {
+    common::init_lsl();
+    let name = common::unique("viewer-signal");
+    let _sim = simulate(&name);
+    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let _server = serve(&name, &grpc, &http, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = proto::decoder_client::DecoderClient::connect(format!("http://{grpc}")).await.unwrap();
+        let mut signal = |seconds: f64, picks: &[&str]| {
+            let req = proto::GetSignalRequest { seconds, picks: picks.iter().map(|p| p.to_string()).collect() };
+            let mut c = c.clone();
+            async move { c.get_signal(req).await }
+        };
+        // Wait until the pipeline holds 5 s of samples and a marker.
+        let t = Instant::now();
+        let full = loop {
+            let s = signal(0.0, &[]).await.unwrap().into_inner();
+            if s.times.len() >= 595 && !s.markers.is_empty() {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no 5 s of signal with a marker: {} samples", s.times.len());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(full.sample_rate_hz, 120.0);
+        assert_eq!(full.channels.len(), 306);
+        assert_eq!(full.units.iter().filter(|u| *u == "T/m").count(), 204, "Neuromag gradiometers");
+        assert_eq!(full.units.iter().filter(|u| *u == "T").count(), 102, "Neuromag magnetometers");
+        assert!((595..=605).contains(&full.times.len()), "{} samples for 5 s at 120 Hz", full.times.len());
+        assert_eq!(full.data.len(), full.channels.len() * full.times.len());
+        let steps: Vec<f64> = full.times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(steps.iter().all(|d| (d - 1.0 / 120.0).abs() < 1e-3), "sample times off the 120 Hz grid");
+        assert!(full.data.iter().all(|v| v.is_finite()));
+        let first: Vec<f32> = full.data[..full.times.len()].to_vec();
+        let mean = first.iter().sum::<f32>() / first.len() as f32;
+        let sd = (first.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / first.len() as f32).sqrt();
+        assert!(sd > 1e-15 && sd < 1e-9, "channel 0's SD {sd} is not MEG in T/m");
+        let (t0, t1) = (full.times[0], *full.times.last().unwrap());
+        assert!(full.markers.iter().all(|m| m.time >= t0 && m.time <= t1 + 1.0 && m.text.starts_with("img_")));
+        assert!(full.taken_at >= t1 && full.taken_at - t1 < 1.0, "copy at {} for samples up to {t1}", full.taken_at);
+
+        let picked = signal(2.0, &["MEG01*", "MEG2443"]).await.unwrap().into_inner();
+        assert!(picked.channels.iter().all(|c| c.starts_with("MEG01") || c == "MEG2443"), "{:?}", picked.channels);
+        assert_eq!(picked.channels.len(), 1 + full.channels.iter().filter(|c| c.starts_with("MEG01")).count());
+        assert!((238..=242).contains(&picked.times.len()), "{} samples for 2 s", picked.times.len());
+        assert_eq!(picked.data.len(), picked.channels.len() * picked.times.len());
+
+        for (seconds, picks, says) in [
+            (f64::NAN, vec![], "seconds"),
+            (-1.0, vec![], "seconds"),
+            (1e300, vec![], "1e300"),
+            (0.0, vec![""], "pick"),
+            (0.0, vec!["*"], "pick"),
+            (0.0, vec!["NOPE*"], "matches none"),
+        ] {
+            let e = signal(seconds, &picks).await.expect_err("bad GetSignal accepted");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{seconds} {picks:?}: {e:?}");
+            assert!(e.message().contains(says), "{seconds} {picks:?}: {}", e.message());
+        }
+        let many: Vec<String> = (0..5000).map(|i| format!("X{i}")).collect();
+        let req = proto::GetSignalRequest { seconds: 1.0, picks: many };
+        let e = c.get_signal(req).await.expect_err("5000 picks accepted");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    });
 }

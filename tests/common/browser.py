@@ -34,6 +34,8 @@ CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--window-size=1400,1400",
+    # The tests serve TLS with self-signed certificates made on the spot.
+    "--ignore-certificate-errors",
 ]
 
 
