@@ -99,8 +99,6 @@ fn serve(name: &str, grpc: &str, http: &str, extra: &[&str]) -> common::Reaper {
     let markers = format!("{name}-m");
     let mut args = vec![
         "serve",
-        "--model",
-        "models/demo-brain",
         "--stream-name",
         name,
         "--markers-name",
@@ -112,6 +110,9 @@ fn serve(name: &str, grpc: &str, http: &str, extra: &[&str]) -> common::Reaper {
         "--set",
         "preprocessing.settle_s=0.5",
     ];
+    if !extra.contains(&"--model") {
+        args.extend_from_slice(&["--model", "models/demo-brain"]);
+    }
     args.extend_from_slice(extra);
     let child = common::bin()
         .current_dir(common::repo())
@@ -178,6 +179,7 @@ fn the_viewer_shows_decodings_hit_rates_health_and_signal_in_a_real_browser_and_
     assert_ne!(after["hitrate"], before["hitrate"], "the hit rate did not change");
     assert!(after["hitrate"].as_str().unwrap().contains("top-5"), "{}", after["hitrate"]);
     assert_eq!(n(&after, "missed"), 0.0, "a lone viewer missed decodings");
+    assert_eq!(after["errors"], serde_json::json!([]), "errors on the page");
     // The health panel: the stream's channel count and its measured rate.
     let health = b.text("streams");
     assert!(health.contains("306 ch"), "no channel count in the health panel: {health}");
@@ -462,4 +464,45 @@ fn get_signal_returns_the_preprocessed_span_with_picks_and_markers_and_rejects_b
         let e = c.get_signal(req).await.expect_err("5000 picks accepted");
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
     });
+}
+
+#[test]
+fn gallery_images_without_files_show_placeholders_and_are_still_scored() {
+    common::init_lsl();
+    let name = common::unique("viewer-gallery");
+    let _sim = simulate(&name);
+    // The demo model with the image files of every odd-numbered gallery image removed.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, model) = (common::repo().join("models/demo-brain"), dir.path().join("model"));
+    std::fs::create_dir_all(model.join("gallery/images")).unwrap();
+    for f in ["encoder.onnx", "generator.onnx", "gallery/embeddings.npy", "gallery/ids.txt"] {
+        std::os::unix::fs::symlink(src.join(f).canonicalize().unwrap(), model.join(f)).unwrap();
+    }
+    let mut kept = 0;
+    for e in std::fs::read_dir(src.join("gallery/images")).unwrap().flatten() {
+        let file = e.file_name().to_string_lossy().to_string();
+        let n: u32 = file.trim_start_matches("img_").trim_end_matches(".png").parse().unwrap();
+        if n % 2 == 0 {
+            std::os::unix::fs::symlink(e.path().canonicalize().unwrap(), model.join("gallery/images").join(&file))
+                .unwrap();
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 120);
+    let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
+    let _server = serve(&name, &grpc, &http, &["--model", model.to_str().unwrap()]);
+    let mut b = Browser::start();
+    b.cmd(&format!("open http://{http}/"));
+    b.wait_for(
+        "viewer.placeholders > 0 && viewer.scored >= 4 && viewer.images > 0",
+        Duration::from_secs(60),
+        "no placeholders for the missing images, or no scored stimuli",
+    );
+    let state = b.state();
+    assert_eq!(state["errors"], serde_json::json!([]), "errors on the page: {state}");
+    // Every image on the page shows a picture or the placeholder, never a broken link.
+    let broken = b.eval(
+        "[...document.querySelectorAll('img')].filter(i => !i.src.startsWith('blob:') && !i.src.startsWith('data:image/svg')).length",
+    );
+    assert_eq!(broken, 0, "images without a picture or placeholder: {broken}");
 }

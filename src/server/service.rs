@@ -370,8 +370,9 @@ impl proto::decoder_server::Decoder for DecoderService {
         let shown: String = id.chars().take(64).collect::<String>().escape_default().to_string();
         let more = if id.chars().count() > 64 { "..." } else { "" };
         let i = g.index_of(&id).ok_or_else(|| Status::not_found(format!("no image '{shown}{more}' in the gallery")))?;
-        let png =
-            g.image_png(i).ok_or_else(|| Status::not_found(format!("the gallery has no image file for '{shown}'")))?;
+        let png = g.image_png(i).ok_or_else(|| {
+            Status::failed_precondition(format!("'{shown}' is in the gallery but the model ships no image file for it"))
+        })?;
         Ok(Response::new(proto::GalleryImage { image_id: id, png }))
     }
 

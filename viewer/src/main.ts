@@ -46,8 +46,13 @@ const view = {
   top5: 0,
   statusOk: false,
   signalDraws: 0,
+  placeholders: 0,
+  errors: [] as string[],
 };
 (window as unknown as { viewer: typeof view }).viewer = view;
+// Anything the page did not handle is kept (and checked by the browser tests).
+window.addEventListener("error", (e) => view.errors.push(String(e.message)));
+window.addEventListener("unhandledrejection", (e) => view.errors.push(String(e.reason)));
 
 function describe(e: unknown): string {
   const c = ConnectError.from(e);
@@ -68,17 +73,21 @@ $("token-form").addEventListener("submit", (ev) => {
 });
 
 // ---- gallery images (one fetch each; misses remembered; placeholder on failure) -------
-const gallery = new Map<string, Promise<string | null>>();
-function galleryUrl(id: string): Promise<string | null> {
+// url: the image (null when it cannot be had); inGallery: the id is one of the gallery's.
+type GalleryEntry = { url: string | null; inGallery: boolean };
+const gallery = new Map<string, Promise<GalleryEntry>>();
+function galleryImage(id: string): Promise<GalleryEntry> {
   let p = gallery.get(id);
   if (!p) {
     p = client
       .getGalleryImage({ imageId: id })
-      .then((g) => URL.createObjectURL(new Blob([g.png as BlobPart], { type: "image/png" })))
+      .then((g) => ({ url: URL.createObjectURL(new Blob([g.png as BlobPart], { type: "image/png" })), inGallery: true }))
       .catch((e) => {
         const c = ConnectError.from(e);
-        if (c.code !== Code.NotFound && c.code !== Code.FailedPrecondition) gallery.delete(id); // retry later
-        return null;
+        // NOT_FOUND: not a gallery id; FAILED_PRECONDITION: a gallery id without an image
+        // file (or no gallery). Anything else (server away) is tried again later.
+        if (c.code !== Code.NotFound && c.code !== Code.FailedPrecondition) gallery.delete(id);
+        return { url: null, inGallery: c.code === Code.FailedPrecondition };
       });
     if (gallery.size > 2000) gallery.clear();
     gallery.set(id, p);
@@ -87,8 +96,10 @@ function galleryUrl(id: string): Promise<string | null> {
 }
 function showGallery(img: HTMLImageElement, id: string) {
   img.dataset.want = id;
-  galleryUrl(id).then((url) => {
-    if (img.dataset.want === id) img.src = url ?? PLACEHOLDER;
+  galleryImage(id).then(({ url }) => {
+    if (img.dataset.want !== id) return;
+    img.src = url ?? PLACEHOLDER;
+    if (!url) view.placeholders++;
   });
 }
 
@@ -141,15 +152,16 @@ function onDecoding(d: Decoding) {
 
 // An event-locked decoding whose marker names a gallery image is scored against it.
 function scoreTrial(marker: string, top: string[]) {
-  galleryUrl(marker).then((url) => {
-    if (url === null) return; // the marker does not name a gallery image
+  if (!top.length) return; // no gallery: nothing to score
+  galleryImage(marker).then(({ url, inGallery }) => {
+    if (!inGallery && url === null) return; // the marker does not name a gallery image
     const t: Trial = { marker, retrieved: top[0] ?? "", hit1: top[0] === marker, hit5: top.slice(0, 5).includes(marker) };
     view.scored++;
     view.top1 += t.hit1 ? 1 : 0;
     view.top5 += t.hit5 ? 1 : 0;
     trials.push(t);
     if (trials.length > 12) trials.shift();
-    $<HTMLImageElement>("shown").src = url;
+    $<HTMLImageElement>("shown").src = url ?? PLACEHOLDER;
     $("shown-id").textContent = marker;
     const hit = $("hit");
     hit.textContent = t.hit1 ? "top-1 hit" : t.hit5 ? "top-5 hit" : "miss";

@@ -107,7 +107,9 @@ class DecoderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetGalleryImage(self, request, context):
-        """One image of the model's gallery, by id (as named in Hit.image_id).
+        """One image of the model's gallery, by id (as named in Hit.image_id). NOT_FOUND: the id
+        is not in the gallery; FAILED_PRECONDITION: the model has no gallery, or no image
+        file for this id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1016,7 +1016,9 @@ export const Decoder: GenService<{
     output: typeof RecordingStateSchema;
   },
   /**
-   * One image of the model's gallery, by id (as named in Hit.image_id).
+   * One image of the model's gallery, by id (as named in Hit.image_id). NOT_FOUND: the id
+   * is not in the gallery; FAILED_PRECONDITION: the model has no gallery, or no image
+   * file for this id.
    *
    * @generated from rpc megdecoder.v1.Decoder.GetGalleryImage
    */
