@@ -409,7 +409,7 @@ fn get_signal_returns_the_preprocessed_span_with_picks_and_markers_and_rejects_b
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut c = proto::decoder_client::DecoderClient::connect(format!("http://{grpc}")).await.unwrap();
-        let mut signal = |seconds: f64, picks: &[&str]| {
+        let signal = |seconds: f64, picks: &[&str]| {
             let req = proto::GetSignalRequest { seconds, picks: picks.iter().map(|p| p.to_string()).collect() };
             let mut c = c.clone();
             async move { c.get_signal(req).await }
@@ -482,7 +482,7 @@ fn gallery_images_without_files_show_placeholders_and_are_still_scored() {
     for e in std::fs::read_dir(src.join("gallery/images")).unwrap().flatten() {
         let file = e.file_name().to_string_lossy().to_string();
         let n: u32 = file.trim_start_matches("img_").trim_end_matches(".png").parse().unwrap();
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             std::os::unix::fs::symlink(e.path().canonicalize().unwrap(), model.join("gallery/images").join(&file))
                 .unwrap();
             kept += 1;
