@@ -206,6 +206,11 @@ fn the_viewer_shows_decodings_hit_rates_health_and_signal_in_a_real_browser_and_
         Duration::from_secs(10),
         "the page did not say it lost the server",
     );
+    b.wait_for(
+        "!document.getElementById('status-msg').hidden && /unavailable/.test(document.getElementById('status-msg').textContent)",
+        Duration::from_secs(10),
+        "the health panel did not say its values are stale",
+    );
     let _server = serve(&name, &grpc, &http, &[]);
     b.wait_for(
         "viewer.connected && viewer.reconnects >= 1 && /reconnected/.test(document.getElementById('conn').textContent)",
@@ -308,6 +313,25 @@ fn with_a_token_and_tls_the_viewers_recording_button_is_refused_without_the_toke
     );
 }
 
+/// A body as sent with `Transfer-Encoding: chunked` (or as is, when it is not).
+fn decode_chunked(body: &str) -> String {
+    let chunked = body.split_once("\r\n").is_some_and(|(size, _)| usize::from_str_radix(size.trim(), 16).is_ok());
+    if !chunked {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { return body.to_string() };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// One raw HTTP/1.1 exchange: the request in pieces (with pauses), the whole answer.
 fn exchange(addr: &str, pieces: &[&[u8]]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -324,7 +348,8 @@ fn exchange(addr: &str, pieces: &[&[u8]]) -> String {
 #[test]
 fn the_http_server_speaks_proper_http_caps_connections_and_is_read_only_without_a_token() {
     common::init_lsl();
-    let name = common::unique("viewer-http");
+    // Quotes and a backslash in the name: label values must be escaped in /metrics.
+    let name = format!("{}\"q\\z", common::unique("viewer-http"));
     let _sim = simulate(&name);
     let (grpc, http) = (format!("127.0.0.1:{}", common::free_port()), format!("127.0.0.1:{}", common::free_port()));
     let _server = serve(
@@ -342,6 +367,26 @@ fn the_http_server_speaks_proper_http_caps_connections_and_is_read_only_without_
     let split = exchange(&http, &[b"GET /metr", b"ics HTTP/1.1\r\nHo", b"st: x\r\nConnection: close\r\n", b"\r\n"]);
     assert!(split.starts_with("HTTP/1.1 200") && split.contains("megdecoder_samples_total"), "{split:.300}");
     assert!(split.contains("application/openmetrics-text") && split.trim_end().ends_with("# EOF"), "{split:.300}");
+    // The page parses with the Prometheus project's own OpenMetrics parser, quotes and
+    // backslashes in the stream's name included.
+    let body = split.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let parse = "import sys, json, prometheus_client.openmetrics.parser as p\n\
+        fams = list(p.text_string_to_metric_families(sys.stdin.read()))\n\
+        names = [s.labels.get('stream') for f in fams for s in f.samples if f.name == 'megdecoder_samples']\n\
+        print(json.dumps({'families': len(fams), 'streams': names}))";
+    let mut py = Command::new(common::python())
+        .args(["-c", parse])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(decode_chunked(&body).as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(parsed["families"].as_u64().unwrap() >= 20, "{parsed}");
+    assert_eq!(parsed["streams"], serde_json::json!([name, format!("{name}-m")]), "{parsed}");
     let missing = exchange(&http, &[b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]);
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
@@ -369,6 +414,42 @@ fn the_http_server_speaks_proper_http_caps_connections_and_is_read_only_without_
     let waited = t.elapsed();
     assert!(waited < Duration::from_secs(5), "an idle connection was held {waited:?} (header timeout 1 s)");
     assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "idle answer: {:?}", &buf[..n]);
+    // A connection that sends part of the HTTP/2 preface and leaves, or stays: each slot
+    // comes back within the header timeout (8 of them would fill the cap for good).
+    for _ in 0..8 {
+        let mut s = std::net::TcpStream::connect(&http).unwrap();
+        s.write_all(b"P").unwrap();
+    }
+    let mut partial = std::net::TcpStream::connect(&http).unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    partial.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    let _ = partial.read(&mut buf);
+    assert!(t.elapsed() < Duration::from_secs(5), "a partial HTTP/2 preface held its connection {:?}", t.elapsed());
+    // An HTTP/2 connection with nothing in flight, and a request body trickled a byte at
+    // a time, are closed too.
+    let mut h2 = std::net::TcpStream::connect(&http).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t = Instant::now();
+    let mut sink = Vec::new();
+    let _ = h2.read_to_end(&mut sink);
+    assert!(t.elapsed() < Duration::from_secs(6), "an idle HTTP/2 connection was held {:?}", t.elapsed());
+    let mut slow = std::net::TcpStream::connect(&http).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    slow.write_all(b"POST /megdecoder.v1.Decoder/GetStatus HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web+proto\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(8) && slow.write_all(b"\0").is_ok() {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut probe = [0u8; 1];
+        slow.set_nonblocking(true).unwrap();
+        let closed = slow.read(&mut probe).is_ok();
+        slow.set_nonblocking(false).unwrap();
+        if closed {
+            break;
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(6), "a trickled request body held its connection {:?}", t.elapsed());
     let flood: Vec<_> = (0..20).filter_map(|_| std::net::TcpStream::connect(&http).ok()).collect();
     std::thread::sleep(Duration::from_millis(300));
     drop(flood);

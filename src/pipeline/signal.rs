@@ -2,12 +2,14 @@
 //! someone asks (GetSignal, the viewer's butterfly plot).
 //!
 //! The pipeline never waits for a reader. A reader raises a request (how many model-rate
-//! samples it wants); between two chunks the pipeline copies that much of its
-//! model-rate buffer into the tap, if no reader holds the tap at that moment
-//! (`try_lock`; otherwise at the next chunk), and wakes the readers. With nobody asking,
+//! samples it wants); between two chunks the pipeline copies as many as the largest
+//! pending request asks for into the tap, if no reader holds the tap at that moment
+//! (`try_lock`; otherwise at the next chunk), and wakes the readers. Each reader takes
+//! the first copy made after its request that is as long as it asked for (several
+//! readers asking at once are all served, each with its own length). With nobody asking,
 //! the tap costs the pipeline one atomic load per chunk; the copy reuses its buffers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,6 +34,10 @@ pub struct SignalSnapshot {
     pub markers: Vec<(f64, String)>,
     /// When the copy was made (LSL clock); 0 before the first.
     pub taken_at: f64,
+    /// How many rows the copy was asked for (it holds fewer while the buffer fills).
+    pub asked: usize,
+    /// Which copy this is (0: none yet).
+    pub generation: u64,
 }
 
 /// The meeting point of the pipeline thread and signal readers.
@@ -39,6 +45,8 @@ pub struct SignalSnapshot {
 pub struct SignalTap {
     /// Rows the pending readers want (0: nobody asks).
     wanted: AtomicUsize,
+    /// Copies made so far.
+    copies: AtomicU64,
     snapshot: Mutex<SignalSnapshot>,
     copied: tokio::sync::Notify,
 }
@@ -51,27 +59,44 @@ impl SignalTap {
     /// Pipeline side, between chunks: if a reader is waiting, `fill` the snapshot with
     /// the newest `rows` samples and wake the readers.
     pub fn offer(&self, fill: impl FnOnce(usize, &mut SignalSnapshot)) {
-        let rows = self.wanted.load(Ordering::Acquire);
-        if rows == 0 {
+        if self.wanted.load(Ordering::Acquire) == 0 {
             return;
         }
         let Ok(mut snap) = self.snapshot.try_lock() else { return };
-        self.wanted.store(0, Ordering::Release);
+        // Taken as one step: a request raised from here on waits for the next copy.
+        let rows = self.wanted.swap(0, Ordering::AcqRel);
+        if rows == 0 {
+            return;
+        }
         fill(rows, &mut snap);
+        snap.asked = rows;
+        snap.generation = self.copies.fetch_add(1, Ordering::AcqRel) + 1;
         drop(snap);
         self.copied.notify_waiters();
     }
 
     /// Reader side: asks for the newest `rows` samples and waits (at most `timeout`, e.g.
-    /// when the stream has stalled) until the pipeline has copied them; then returns the
-    /// snapshot, fresh or not (see [`SignalSnapshot::taken_at`]).
+    /// when the stream has stalled) for a copy made after this request with that many;
+    /// then returns the snapshot, fresh or not (see [`SignalSnapshot::taken_at`]).
     pub async fn request(&self, rows: usize, timeout: Duration) -> MutexGuard<'_, SignalSnapshot> {
-        let copied = self.copied.notified();
-        tokio::pin!(copied);
-        copied.as_mut().enable();
-        self.wanted.fetch_max(rows.clamp(1, MAX_SIGNAL_ROWS), Ordering::AcqRel);
-        let _ = tokio::time::timeout(timeout, copied).await;
-        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
+        let rows = rows.clamp(1, MAX_SIGNAL_ROWS);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let after = self.copies.load(Ordering::Acquire);
+        loop {
+            let copied = self.copied.notified();
+            tokio::pin!(copied);
+            copied.as_mut().enable();
+            {
+                let snap = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+                if snap.generation > after && snap.asked >= rows {
+                    return snap;
+                }
+            }
+            self.wanted.fetch_max(rows, Ordering::AcqRel);
+            if tokio::time::timeout_at(deadline, copied).await.is_err() {
+                return self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            }
+        }
     }
 }
 
@@ -104,6 +129,43 @@ mod tests {
         let mut again = 0;
         tap.offer(|_, _| again += 1);
         assert_eq!(again, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_asking_at_once_each_get_a_fresh_copy_as_long_as_they_asked_for() {
+        let tap = SignalTap::new();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t2, s2) = (tap.clone(), stop.clone());
+        let pipeline = std::thread::spawn(move || {
+            let mut chunk = 0u64;
+            while !s2.load(Ordering::Relaxed) {
+                chunk += 1;
+                t2.offer(|rows, s| {
+                    s.times.clear();
+                    s.times.extend((0..rows).map(|i| (chunk * 100_000 + i as u64) as f64));
+                });
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        });
+        let readers: Vec<_> = [1200usize, 120, 600, 1200, 5, 600]
+            .into_iter()
+            .map(|rows| {
+                let tap = tap.clone();
+                tokio::spawn(async move {
+                    let mut short = 0;
+                    for _ in 0..300 {
+                        let snap = tap.request(rows, Duration::from_secs(5)).await;
+                        short += usize::from(snap.times.len() < rows);
+                    }
+                    short
+                })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.await.unwrap(), 0, "a reader got a copy shorter than it asked for");
+        }
+        stop.store(true, Ordering::Relaxed);
+        pipeline.join().unwrap();
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! The HTTP server (`http.listen`): the browser viewer, gRPC-Web for it (the same
 //! `megdecoder.v1.Decoder` service, bearer token and all), `/metrics` and `/healthz`.
 //!
-//! One hyper server with axum routes. Connections are capped (more are closed at once), a
-//! request's headers (and a TLS handshake) must arrive within `http.header_timeout_s`,
-//! accept errors back off instead of spinning, and TLS uses the gRPC port's certificate.
+//! One hyper server with axum routes. Connections are capped (more are closed at once),
+//! accept errors back off instead of spinning, TLS uses the gRPC port's certificate, and
+//! each connection keeps the limits of [`super::http_conn`] (`http.header_timeout_s` for
+//! first bytes, headers, request bodies and idleness). The port also answers native gRPC
+//! (HTTP/2) under the same rules.
 //! Without a bearer token, calls that change state (StartRecording, StopRecording,
 //! LoadModel) are refused here: a browser-reachable port must not let any page on the
 //! network start a recording.
@@ -16,9 +18,10 @@ use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tonic::transport::server::TcpConnectInfo;
 
 use super::auth::BearerAuth;
+use super::http_conn::{serve_connection, sniff_http2};
 use super::metrics::{ServiceMetrics, OPENMETRICS_CONTENT_TYPE};
 use super::proto::decoder_server::DecoderServer;
 use super::serve::{ServerError, TlsFiles};
@@ -66,11 +69,11 @@ pub async fn serve_http(
     let tls = opts.tls.as_ref().map(tls_acceptor).transpose()?;
     let app = router(state, &opts);
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
-    let header_timeout = opts.header_timeout;
+    let timeout = opts.header_timeout;
     let task = tokio::spawn(async move {
         loop {
-            let sock = match listener.accept().await {
-                Ok((sock, _)) => sock,
+            let (sock, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!("HTTP server: accept failed ({e}); retrying in 100 ms");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,20 +85,21 @@ pub async fn serve_http(
                 continue;
             };
             let _ = sock.set_nodelay(true);
+            let peer = TcpConnectInfo { local_addr: Some(addr), remote_addr: Some(remote) };
             let (app, tls) = (app.clone(), tls.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 match tls {
                     Some(acceptor) => {
-                        let Ok(Ok(s)) = tokio::time::timeout(header_timeout, acceptor.accept(sock)).await else {
+                        let Ok(Ok(s)) = tokio::time::timeout(timeout, acceptor.accept(sock)).await else {
                             return;
                         };
                         let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                        serve_connection(s, h2, app, header_timeout).await;
+                        serve_connection(s, h2, app, timeout, peer).await;
                     }
                     None => {
-                        if let Some(h2) = sniff_http2(&sock, header_timeout).await {
-                            serve_connection(sock, h2, app, header_timeout).await;
+                        if let Some((h2, s)) = sniff_http2(sock, timeout).await {
+                            serve_connection(s, h2, app, timeout, peer).await;
                         }
                     }
                 }
@@ -103,56 +107,6 @@ pub async fn serve_http(
         }
     });
     Ok((addr, task))
-}
-
-/// The HTTP/2 connection preface a plain-text HTTP/2 client starts with.
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Whether a plain-text connection speaks HTTP/2 (its first bytes are the preface), read
-/// without consuming them; None when nothing arrives within `limit` or the peer leaves.
-async fn sniff_http2(sock: &tokio::net::TcpStream, limit: Duration) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut buf = [0u8; 24];
-    loop {
-        let n = tokio::time::timeout_at(deadline, sock.peek(&mut buf)).await.ok()?.ok()?;
-        if n == 0 {
-            return None;
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // Part of the preface so far: wait for the rest (peek returns at once while
-        // the bytes it saw are unread).
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, header_timeout: Duration)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    let io = TokioIo::new(io);
-    let res = if h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(20)))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .serve_connection(io, service)
-            .await
-    } else {
-        hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(io, service)
-            .await
-    };
-    if let Err(e) = res {
-        tracing::debug!("HTTP connection: {e}");
-    }
 }
 
 fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ServerError> {

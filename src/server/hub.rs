@@ -4,7 +4,8 @@
 //! Decodings go into one bounded broadcast ring (tokio `broadcast`): publishing is a
 //! non-blocking write from the pipeline thread. Each subscriber reads at its own pace;
 //! one that falls more than the ring's capacity behind loses the oldest decodings and is
-//! told how many (`missed`) with its next message. Generated images travel separately
+//! told how many (`missed`) with its next message; GetStatus and the metrics count the
+//! losses of a subscriber that stopped reading while it is stalled. Generated images travel separately
 //! (latest-wins `watch`), so a slow generator never delays embeddings.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub struct SubscriberStats {
     pub since: Instant,
     pub sent: AtomicU64,
     pub missed: AtomicU64,
+    /// Hub decodings this subscriber has taken from its receiver (sent, filtered out or
+    /// counted missed), counted from the hub's total when it subscribed.
+    pub consumed: AtomicU64,
 }
 
 pub struct Hub {
@@ -34,8 +38,10 @@ pub struct Hub {
     subscribers: Mutex<BTreeMap<u64, Arc<SubscriberStats>>>,
     next_id: AtomicU64,
     pub published: AtomicU64,
-    /// Decodings lost by slow subscribers, all subscribers together.
+    /// Decodings lost by slow subscribers, all subscribers together (as they noticed).
     pub missed_total: AtomicU64,
+    /// How far a receiver may fall behind (the broadcast ring's real size).
+    ring: u64,
 }
 
 /// A subscriber's handle: its receivers and its entry in the hub (removed on drop, so a
@@ -58,7 +64,8 @@ impl Drop for Subscription {
 impl Hub {
     /// `capacity`: how many decodings a subscriber may fall behind before it misses some.
     pub fn new(capacity: usize) -> Arc<Self> {
-        let (decodings, _) = broadcast::channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (decodings, _) = broadcast::channel(capacity);
         let (images, _) = watch::channel(None);
         let (closing, _) = watch::channel(false);
         Arc::new(Self {
@@ -69,6 +76,8 @@ impl Hub {
             next_id: AtomicU64::new(1),
             published: AtomicU64::new(0),
             missed_total: AtomicU64::new(0),
+            // tokio's broadcast ring holds the next power of two.
+            ring: capacity.next_power_of_two() as u64,
         })
     }
 
@@ -91,6 +100,7 @@ impl Hub {
             since: Instant::now(),
             sent: AtomicU64::new(0),
             missed: AtomicU64::new(0),
+            consumed: AtomicU64::new(self.published.load(Ordering::Acquire)),
         });
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).insert(id, stats.clone());
         let mut images = self.images.subscribe();
@@ -110,7 +120,74 @@ impl Hub {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Decodings published that `s` has not taken yet (a subscriber whose client stopped
+    /// reading stops taking them).
+    pub fn behind(&self, s: &SubscriberStats) -> u64 {
+        self.published.load(Ordering::Acquire).saturating_sub(s.consumed.load(Ordering::Acquire))
+    }
+
+    /// What `s` has lost so far: counted, plus what has already left its ring unread
+    /// (counted when it reads again), so a stalled subscriber's losses show at once.
+    pub fn missed_by(&self, s: &SubscriberStats) -> u64 {
+        s.missed.load(Ordering::Relaxed) + self.behind(s).saturating_sub(self.ring)
+    }
+
+    /// Decodings lost by slow subscribers, all together, including those stalled now.
+    pub fn missed_now(&self) -> u64 {
+        let stalled: u64 = self.subscribers().iter().map(|s| self.behind(s).saturating_sub(self.ring)).sum();
+        self.missed_total.load(Ordering::Relaxed) + stalled
+    }
+
     pub fn subscribers(&self) -> Vec<Arc<SubscriberStats>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::DecodeMode;
+
+    fn decoding(sequence: u64) -> Arc<Decoding> {
+        Arc::new(Decoding {
+            sequence,
+            mode: DecodeMode::Continuous,
+            marker: None,
+            window_start: 0.0,
+            window_end: 0.0,
+            decoded_at: 0.0,
+            latency_s: 0.0,
+            encoder_s: 0.0,
+            embedding: Vec::new(),
+            top_k: Vec::new(),
+            repaired: false,
+            model: Arc::from("test"),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_reading_shows_its_losses_before_it_reads_again() {
+        let hub = Hub::new(6); // a ring of 8
+        hub.publish(decoding(0));
+        let mut sub = hub.subscribe("test".into());
+        for i in 1..=20 {
+            hub.publish(decoding(i));
+        }
+        assert_eq!(hub.behind(&sub.stats), 20);
+        assert_eq!(hub.missed_by(&sub.stats), 12, "20 unread, the ring keeps 8");
+        assert_eq!(hub.missed_now(), 12);
+        // When it reads again, the receiver reports exactly those as lagged.
+        match sub.decodings.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                assert_eq!(n, 12);
+                sub.stats.consumed.fetch_add(n, Ordering::Relaxed);
+                sub.stats.missed.fetch_add(n, Ordering::Relaxed);
+                hub.missed_total.fetch_add(n, Ordering::Relaxed);
+            }
+            other => panic!("expected a lag, got {other:?}"),
+        }
+        assert_eq!(hub.missed_by(&sub.stats), 12, "counted once, not twice");
+        assert_eq!(hub.missed_now(), 12);
+        assert_eq!(hub.behind(&sub.stats), 8);
     }
 }

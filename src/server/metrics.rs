@@ -47,6 +47,12 @@ impl std::fmt::Debug for Live {
 
 type Label<'a> = Option<(&'static str, &'a str)>;
 
+/// A label value as OpenMetrics text needs it (prometheus-client writes values as given):
+/// backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// One metric family: a descriptor and its samples, each with at most one label.
 fn family<V>(
     enc: &mut DescriptorEncoder,
@@ -95,7 +101,7 @@ impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
         let streams: Vec<(String, crate::ingest::StatsSnapshot)> =
-            s.streams.iter().map(|h| (h.description.name.clone(), h.stats.snapshot())).collect();
+            s.streams.iter().map(|h| (label_value(&h.description.name), h.stats.snapshot())).collect();
         let per_stream = |f: &dyn Fn(&crate::ingest::StatsSnapshot) -> u64| -> Vec<(Label<'_>, u64)> {
             streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
         };
@@ -120,8 +126,8 @@ impl Collector for Live {
             "1 while the source delivers data.",
             &per_stream_f(&|x| f64::from(u8::from(x.connected))),
         )?;
-        let fill: Vec<(Label<'_>, f64)> =
-            s.rings.iter().map(|(n, r)| (Some(("stream", n.as_str())), r.fill())).collect();
+        let rings: Vec<(String, f64)> = s.rings.iter().map(|(n, r)| (label_value(n), r.fill())).collect();
+        let fill: Vec<(Label<'_>, f64)> = rings.iter().map(|(n, f)| (Some(("stream", n.as_str())), *f)).collect();
         gauge(e, "megdecoder_ring_buffer_fill_ratio", "Ring buffer fill (0..1).", &fill)?;
         let p = &s.pipeline;
         counter(e, "megdecoder_windows_decoded", "Windows decoded.", &[(None, p.decoded.load(Ordering::Relaxed))])?;
@@ -168,7 +174,7 @@ impl Collector for Live {
             &LATENCY_BUCKETS,
         )?;
         gauge(e, "megdecoder_subscribers", "Connected gRPC subscribers.", &[(None, s.hub.subscribers().len() as f64)])?;
-        counter(e, "megdecoder_missed_decodings", "Decodings slow subscribers lost.", &one(&s.hub.missed_total))?;
+        counter(e, "megdecoder_missed_decodings", "Decodings slow subscribers lost.", &[(None, s.hub.missed_now())])?;
         counter(e, "megdecoder_images_generated", "Images drawn by the generator.", &one(&s.images_generated))?;
         let rec = s.recorder.as_ref().map(|r| r.state()).unwrap_or_default();
         gauge(e, "megdecoder_recording", "1 while recording.", &[(None, f64::from(u8::from(rec.recording)))])?;
@@ -178,5 +184,15 @@ impl Collector for Live {
             "Bytes written to the current (or last) recording.",
             &[(None, rec.bytes_written as f64)],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped_for_openmetrics() {
+        assert_eq!(super::label_value(r#"MEG "lab" \ 2"#), r#"MEG \"lab\" \\ 2"#);
+        assert_eq!(super::label_value("a\nb"), "a\\nb");
+        assert_eq!(super::label_value("plain-name_1"), "plain-name_1");
     }
 }

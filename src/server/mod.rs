@@ -4,6 +4,7 @@
 
 mod auth;
 mod http;
+mod http_conn;
 mod hub;
 mod metrics;
 mod serve;

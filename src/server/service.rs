@@ -200,6 +200,7 @@ impl proto::decoder_server::Decoder for DecoderService {
                         while next.is_ok() && !sub.decodings.is_empty() {
                             match sub.decodings.try_recv() {
                                 Ok(newer) => {
+                                    sub.stats.consumed.fetch_add(1, Ordering::Relaxed);
                                     missed += 1;
                                     sub.stats.missed.fetch_add(1, Ordering::Relaxed);
                                     hub.missed_total.fetch_add(1, Ordering::Relaxed);
@@ -210,8 +211,12 @@ impl proto::decoder_server::Decoder for DecoderService {
                         }
                     }
                     let d = match next {
-                        Ok(d) => d,
+                        Ok(d) => {
+                            sub.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                            d
+                        }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
+                            sub.stats.consumed.fetch_add(n, Ordering::Relaxed);
                             missed += n;
                             sub.stats.missed.fetch_add(n, Ordering::Relaxed);
                             hub.missed_total.fetch_add(n, Ordering::Relaxed);
@@ -291,8 +296,9 @@ impl proto::decoder_server::Decoder for DecoderService {
                 id: x.id,
                 peer: x.peer.clone(),
                 sent: x.sent.load(Ordering::Relaxed),
-                missed: x.missed.load(Ordering::Relaxed),
+                missed: s.hub.missed_by(x),
                 connected_s: x.since.elapsed().as_secs_f64(),
+                behind: s.hub.behind(x),
             })
             .collect();
         let skipped_by_reason = SKIP_REASONS
@@ -469,7 +475,7 @@ impl SignalPicks {
         }
         if let Some(bad) = picks.iter().find(|p| p.is_empty() || p.len() > 64 || *p == "*") {
             return Err(Status::invalid_argument(format!(
-                "pick '{}' is not a channel name or a prefix like 'MLO*' (1-64 characters; leave picks empty for every channel)",
+                "pick '{}' is not a channel name or a prefix like 'MLO*' (1-64 bytes; leave picks empty for every channel)",
                 bad.chars().take(64).collect::<String>().escape_default()
             )));
         }

@@ -246,8 +246,12 @@ function rows(table: HTMLElement, entries: [string, string][]) {
     }),
   );
 }
+let statusAt = "";
 function showStatus(s: Status) {
   view.statusOk = true;
+  statusAt = new Date().toLocaleTimeString();
+  $("health").classList.remove("stale");
+  $("status-msg").hidden = true;
   $("model").textContent = s.model ? `${s.model.id} (${s.model.embeddingSpace}, ${s.model.galleryImages} gallery images)` : "";
   const streams: [string, string][] = [];
   for (const st of s.streams) {
@@ -295,6 +299,10 @@ async function pollStatus() {
     } catch (e) {
       view.statusOk = false;
       if (ConnectError.from(e).code === Code.Unauthenticated) needToken("this server needs its bearer token");
+      $("health").classList.add("stale");
+      const msg = $("status-msg");
+      msg.hidden = false;
+      msg.textContent = `status unavailable: ${describe(e)}${statusAt ? ` (below: as of ${statusAt})` : ""}`;
     }
     await new Promise((r) => setTimeout(r, 1000));
   }

@@ -1,0 +1,245 @@
+//! One HTTP connection of the HTTP server, with the limits a browser-facing port needs:
+//! HTTP/2 told from HTTP/1.1 by the first bytes (read within the header timeout, then
+//! replayed), request bodies that must be complete within the same timeout, a connection
+//! with no request in flight for that long closed (HTTP/1.1 keep-alive and idle HTTP/2
+//! alike), at most 32 concurrent HTTP/2 streams, and the peer's address passed on to the
+//! gRPC service (for GetStatus's subscriber list).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response};
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tonic::transport::server::TcpConnectInfo;
+use tower::ServiceExt;
+
+/// Most concurrent requests (streams) one HTTP/2 connection may carry.
+const MAX_H2_STREAMS: u32 = 32;
+
+/// The HTTP/2 connection preface a plain-text HTTP/2 client starts with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads a plain-text connection's first bytes (at most the HTTP/2 preface's 24) within
+/// `limit`: whether it speaks HTTP/2, and the connection with those bytes put back. None
+/// when the peer sends nothing in time or leaves.
+pub async fn sniff_http2(
+    mut sock: tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<(bool, Rewind<tokio::net::TcpStream>)> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    let mut n = 0;
+    while n < buf.len() {
+        let got = tokio::time::timeout_at(deadline, sock.read(&mut buf[n..])).await.ok()?.ok()?;
+        if got == 0 {
+            return None;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some((false, Rewind { prefix: buf, pos: 0, len: n, inner: sock }));
+        }
+    }
+    Some((true, Rewind { prefix: buf, pos: 0, len: n, inner: sock }))
+}
+
+/// A connection whose first bytes were read already: they are read again first.
+pub struct Rewind<S> {
+    prefix: [u8; 24],
+    pos: usize,
+    len: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.len {
+            let n = buf.remaining().min(self.len - self.pos);
+            let (from, to) = (self.pos, self.pos + n);
+            buf.put_slice(&self.prefix[from..to]);
+            self.pos = to;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Requests in flight on one connection, and since when it has had none.
+struct Activity {
+    opened: Instant,
+    inflight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+    fn idle_for(&self) -> Option<Duration> {
+        (self.inflight.load(Ordering::Acquire) == 0).then(|| {
+            let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            self.opened.elapsed().saturating_sub(since)
+        })
+    }
+}
+
+/// One request in flight: ends when its response body is dropped (sent or abandoned).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_since_ms.store(self.0.opened.elapsed().as_millis() as u64, Ordering::Release);
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct Tracked {
+    inner: Body,
+    _inflight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that must be complete by a deadline (a client trickling a body one byte
+/// at a time would otherwise hold its connection, and a slot, for ever).
+struct Deadlined {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for Deadlined {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(BoxError::from))),
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Some(Err("the request body did not arrive within http.header_timeout_s".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves one connection until the peer leaves, it has been idle for `timeout` (no
+/// request in flight), or an error.
+pub async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, timeout: Duration, peer: TcpConnectInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity =
+        Arc::new(Activity { opened: Instant::now(), inflight: AtomicUsize::new(0), idle_since_ms: 0.into() });
+    let tracker = activity.clone();
+    let service = tower::service_fn(move |req: Request<Incoming>| {
+        let inflight = tracker.begin();
+        let mut req = req.map(|b| Body::new(Deadlined { inner: b, deadline: Box::pin(tokio::time::sleep(timeout)) }));
+        req.extensions_mut().insert(peer.clone());
+        let app = app.clone();
+        async move {
+            let resp: Response<Body> = app.oneshot(req).await?;
+            Ok::<_, Infallible>(resp.map(|b| Body::new(Tracked { inner: b, _inflight: inflight })))
+        }
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let io = TokioIo::new(io);
+    if h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .serve_connection(io, service);
+        until_idle(conn, &activity, timeout, |c| c.graceful_shutdown()).await;
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .serve_connection(io, service);
+        until_idle(conn, &activity, timeout, |c| c.graceful_shutdown()).await;
+    }
+}
+
+/// Drives `conn`; once no request has been in flight for `timeout`, shuts it down
+/// gracefully (HTTP/2: GOAWAY), and drops it if the peer has not let it close within
+/// `timeout` more (a peer that does not answer HTTP/2's closing PING).
+async fn until_idle<C>(conn: C, activity: &Activity, timeout: Duration, shutdown: impl Fn(Pin<&mut C>))
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    let ended = |res: Result<(), hyper::Error>| {
+        if let Err(e) = res {
+            tracing::debug!("HTTP connection: {e}");
+        }
+    };
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => return ended(res),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if activity.idle_for().is_some_and(|idle| idle >= timeout) {
+                    break;
+                }
+            }
+        }
+    }
+    shutdown(conn.as_mut());
+    match tokio::time::timeout(timeout, conn).await {
+        Ok(res) => ended(res),
+        Err(_) => tracing::debug!("HTTP connection: idle and not closing; dropped"),
+    }
+}
