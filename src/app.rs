@@ -93,6 +93,8 @@ impl App {
             channel_matching: cfg.stream.channel_matching,
             events: cfg.events.clone(),
             settle_s: cfg.preprocessing.settle_s,
+            keep_up: cfg.pipeline.keep_up,
+            max_lag_s: cfg.pipeline.max_lag_s,
         };
         let mut core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
         core.set_markers_expected(markers.is_some());

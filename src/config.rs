@@ -90,6 +90,13 @@ pub struct PipelineSection {
     pub buffer_s: f64,
     /// Windows ready at the same time are encoded as one batch of at most this many.
     pub max_batch: usize,
+    /// Never decode the stream's past: when continuous windows wait for the encoder,
+    /// decode the newest (the others count as skipped `behind`) if the encoder is slower
+    /// than the hop or they are older than `max_lag_s`. Event-locked windows are always
+    /// decoded.
+    pub keep_up: bool,
+    /// How old (seconds from window end) a waiting continuous window may be.
+    pub max_lag_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +215,8 @@ impl Default for PipelineSection {
             non_finite: NonFinitePolicy::Skip,
             buffer_s: 10.0,
             max_batch: 8,
+            keep_up: true,
+            max_lag_s: 0.25,
         }
     }
 }
@@ -393,6 +402,7 @@ impl Config {
         }
         range("pipeline.buffer_s", self.pipeline.buffer_s, 1.0, 600.0, "seconds")?;
         count("pipeline.max_batch", self.pipeline.max_batch, 1, 256)?;
+        range("pipeline.max_lag_s", self.pipeline.max_lag_s, 0.001, 60.0, "seconds")?;
         count("pipeline.top_k", self.pipeline.top_k, 0, 1000)?;
         count("server.hub_capacity", self.server.hub_capacity, 1, 1_000_000)?;
         range("server.shutdown_timeout_s", self.server.shutdown_timeout_s, 0.0, 60.0, "seconds")?;

@@ -67,6 +67,47 @@ fn decode_with(
     (out, core)
 }
 
+/// Live and behind (every window is old by `now`): of the continuous windows a chunk
+/// completes together, only the newest is decoded and the others count as `behind`;
+/// event-locked windows are all decoded; offline (`keep_up = false`) decodes everything.
+#[test]
+fn behind_the_stream_only_the_newest_continuous_window_is_decoded_and_event_locked_ones_all_are() {
+    let cfg = sim_config(5);
+    let (rows, ts, markers) = simulate::render(&cfg, 11.0, 100.0).unwrap();
+    let run = |keep_up: bool| {
+        let pc = PipelineConfig { hop_s: Some(0.1), keep_up, ..Default::default() };
+        let mut core = DecoderCore::new(encoder(), Some(gallery()), &simulate::stream_description(&cfg), pc).unwrap();
+        let seg = vec![0u32; ts.len()];
+        let (mut out, mut next_marker) = (Vec::new(), 0);
+        for start in (0..ts.len()).step_by(250) {
+            let end = (start + 250).min(ts.len());
+            while next_marker < markers.len() && markers[next_marker].timestamp <= ts[end - 1] {
+                core.push_marker(markers[next_marker].clone());
+                next_marker += 1;
+            }
+            // An hour after the data: every waiting window is older than max_lag_s.
+            let late = ts[end - 1] + 3600.0;
+            core.push_samples(&rows[start * 306..end * 306], &ts[start..end], &seg[start..end], &|| late, &mut |d| {
+                out.push(d)
+            });
+        }
+        (out, core.stats().skipped(SkipReason::Behind))
+    };
+    let (all, none_behind) = run(false);
+    let (kept, behind) = run(true);
+    let count = |v: &[Decoding], m: DecodeMode| v.iter().filter(|d| d.mode == m).count();
+    assert_eq!(none_behind, 0);
+    assert!(behind > 10, "only {behind} windows skipped as behind");
+    assert_eq!(count(&kept, DecodeMode::Continuous) + behind as usize, count(&all, DecodeMode::Continuous));
+    assert_eq!(count(&kept, DecodeMode::EventLocked), count(&all, DecodeMode::EventLocked));
+    assert!(count(&kept, DecodeMode::EventLocked) >= 6);
+    // What is decoded is decoded the same way.
+    for d in &kept {
+        let twin = all.iter().find(|a| a.mode == d.mode && (a.window_start - d.window_start).abs() < 1e-9).unwrap();
+        assert_eq!(d.embedding, twin.embedding);
+    }
+}
+
 #[test]
 fn same_decodings_whatever_the_chunking() {
     let cfg = sim_config(3);

@@ -52,6 +52,14 @@ pub struct PipelineConfig {
     /// Replaces the model's settle period (seconds after a filter start before windows
     /// are decoded).
     pub settle_s: Option<f64>,
+    /// Live: never decode the stream's past. When several continuous windows wait for the
+    /// encoder, the older ones are skipped (`behind`) if the encoder is slower than the hop
+    /// or they are older than `max_lag_s`; event-locked windows are always decoded. Off
+    /// for offline replay, which decodes every window.
+    pub keep_up: bool,
+    /// With `keep_up`: how old (window end to now) a continuous window may be when a newer
+    /// one is ready.
+    pub max_lag_s: f64,
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +76,8 @@ impl Default for PipelineConfig {
             channel_matching: ChannelMatching::Normalized,
             events: EventConfig::default(),
             settle_s: None,
+            keep_up: true,
+            max_lag_s: 0.25,
         }
     }
 }
@@ -90,6 +100,9 @@ impl PipelineConfig {
         }
         if self.settle_s.is_some_and(|s| !s.is_finite() || !(0.0..=600.0).contains(&s)) {
             return bad(format!("settle_s must be 0..600 seconds, got {:?}", self.settle_s));
+        }
+        if !self.max_lag_s.is_finite() || !(0.001..=60.0).contains(&self.max_lag_s) {
+            return bad(format!("max_lag_s must be 0.001..60 seconds, got {}", self.max_lag_s));
         }
         if self.notch_override.as_ref().is_some_and(|n| n.len() > 16) {
             return bad("at most 16 notch frequencies".into());
@@ -152,6 +165,8 @@ pub struct DecoderCore {
     /// Catching up on the stream's past before taking over from another core: windows
     /// are prepared but neither decoded nor counted.
     priming: bool,
+    /// Encoder time per window, exponentially averaged (seconds; 0 before the first run).
+    encoder_avg_s: f64,
     /// The model's channels and their SI units, for signal snapshots.
     channels: Arc<[String]>,
     units: Arc<[&'static str]>,
@@ -254,6 +269,7 @@ impl DecoderCore {
             stats: Arc::new(PipelineStats::default()),
             model_id: Arc::from(model_id(&contract.name, encoder.sha256())),
             priming: false,
+            encoder_avg_s: 0.0,
             channels: contract.channel_names.clone().into(),
             units,
             recent_markers: VecDeque::with_capacity(RECENT_MARKERS),
@@ -469,6 +485,9 @@ impl DecoderCore {
             return;
         }
         let mut requests = std::mem::take(&mut self.requests);
+        if self.config.keep_up {
+            self.skip_behind(&mut requests, now());
+        }
         let mut ready = std::mem::take(&mut self.ready);
         for r in requests.drain(..) {
             match r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check(w)) {
@@ -491,6 +510,36 @@ impl DecoderCore {
         }
         self.requests = requests;
         self.ready = ready;
+    }
+
+    /// Live, when continuous windows wait for the encoder: all but the newest are skipped
+    /// as `behind` if the encoder is slower than the hop (it could never catch up) or
+    /// they ended more than `max_lag_s` before `now` (it is catching up after a stall).
+    /// A burst the encoder can absorb (a source pushing 100 ms chunks) is decoded whole.
+    fn skip_behind(&self, requests: &mut Vec<Result<WindowRequest, Skipped>>, now: f64) {
+        // Only windows that would be decoded compete (the others are skipped for their
+        // own reason).
+        let decodable = |r: &Result<WindowRequest, Skipped>| matches!(r, Ok(w) if w.marker.is_none() && self.check(w.clone()).is_ok());
+        let waiting = requests.iter().filter(|r| decodable(r)).count();
+        if waiting < 2 {
+            return;
+        }
+        let overloaded = self.config.hop_s.is_some_and(|hop| self.encoder_avg_s >= hop);
+        let len = self.contract.window_samples as u64;
+        let mut seen = 0;
+        requests.retain(|r| {
+            let Ok(w) = r else { return true };
+            if !decodable(r) {
+                return true;
+            }
+            seen += 1;
+            let end = self.buf.timestamp((w.start + len).saturating_sub(1));
+            let keep = seen == waiting || !(overloaded || now - end > self.config.max_lag_s);
+            if !keep {
+                self.stats.skip(SkipReason::Behind);
+            }
+            keep
+        });
     }
 
     /// Whether a window can be decoded now; why not if it cannot.
@@ -534,6 +583,8 @@ impl DecoderCore {
             return;
         }
         let encoder_s = t.elapsed().as_secs_f64() / n as f64;
+        self.encoder_avg_s =
+            if self.encoder_avg_s == 0.0 { encoder_s } else { 0.9 * self.encoder_avg_s + 0.1 * encoder_s };
         let len = self.contract.window_samples as u64;
         for (i, (w, repaired)) in ready.drain(..).enumerate() {
             let embedding = self.batch_out[i * dim..(i + 1) * dim].to_vec();

@@ -67,15 +67,19 @@ pub enum SkipReason {
     EncoderError,
     /// The filters were still settling after a start, gap or reset.
     Settling,
+    /// A continuous window the encoder could not get to in time: a newer one was ready
+    /// (live decoding keeps up with the stream instead of decoding its past).
+    Behind,
 }
 
-pub const SKIP_REASONS: [SkipReason; 6] = [
+pub const SKIP_REASONS: [SkipReason; 7] = [
     SkipReason::CrossesGap,
     SkipReason::NonFinite,
     SkipReason::ScalerWarmup,
     SkipReason::TooLate,
     SkipReason::EncoderError,
     SkipReason::Settling,
+    SkipReason::Behind,
 ];
 
 /// Counters and recent latencies, shared lock-free (the latency log takes an uncontended
@@ -84,7 +88,7 @@ pub const SKIP_REASONS: [SkipReason; 6] = [
 pub struct PipelineStats {
     pub decoded: AtomicU64,
     pub decoded_event_locked: AtomicU64,
-    skipped: [AtomicU64; 6],
+    skipped: [AtomicU64; 7],
     /// Onsets found on the trigger or photodiode channel.
     pub onsets_detected: AtomicU64,
     /// Onsets that got their label from a marker.

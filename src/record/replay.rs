@@ -67,6 +67,8 @@ pub fn decode_offline(
         PipelineError::Config("the recording has no MEG stream (no numeric stream with a rate)".into())
     })?;
     let desc = description(meg);
+    // Offline there is no stream to keep up with: every window is decoded.
+    let config = PipelineConfig { keep_up: false, ..config };
     let mut core = DecoderCore::new(encoder, gallery, &desc, config)?;
     core.set_markers_expected(marker_stream(f).is_some());
     let ts = corrected_timestamps(meg);

@@ -553,7 +553,9 @@ export type PipelineStatus = Message<"megdecoder.v1.PipelineStatus"> & {
   imagesGenerated: bigint;
 
   /**
-   * Skipped windows by reason (crosses_gap, non_finite, scaler_warmup, too_late, encoder_error).
+   * Skipped windows by reason (crosses_gap, non_finite, scaler_warmup, too_late,
+   * encoder_error, settling, behind: a continuous window the encoder could not get to
+   * before a newer one was ready).
    *
    * @generated from field: map<string, uint64> skipped_by_reason = 10;
    */
