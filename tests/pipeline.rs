@@ -295,3 +295,43 @@ fn bad_inputs_give_errors_that_name_the_fix() {
     let err = ModelDir::open(Path::new("/nonexistent/model")).err().unwrap();
     assert!(err.to_string().contains("encoder.onnx"), "{err}");
 }
+
+#[test]
+fn inspect_model_checks_a_model_and_benches_it_per_thread_count_and_batch() {
+    let run = |extra: &[&str]| {
+        common::bin()
+            .current_dir(common::repo())
+            .args(["inspect-model", "models/demo-brain", "--bench", "--runs", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--max-threads", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("dummy window OK"), "{text}");
+    // One row per thread count, four (per run, per window, p90) cells each.
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .skip_while(|l| !l.contains("threads"))
+        .skip(1)
+        .map(|l| {
+            l.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == '/')
+                .filter_map(|w| w.parse::<f64>().ok())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for (t, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 1 + 4 * 3, "{text}");
+        assert_eq!(row[0], (t + 1) as f64);
+        for (i, b) in [1.0, 2.0, 4.0, 8.0].iter().enumerate() {
+            let (per_run, per_window, p90) = (row[1 + 3 * i], row[2 + 3 * i], row[3 + 3 * i]);
+            assert!(per_run > 0.0 && p90 >= per_run, "{text}");
+            assert!((per_run / b - per_window).abs() < 0.01, "{text}");
+        }
+    }
+    let bad = run(&["--max-threads", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-threads"));
+}

@@ -1,5 +1,6 @@
 //! `meg-decoder inspect-model DIR`: prints a model's contract and checks it by running one
-//! dummy window (and the generator, if any).
+//! dummy window (and the generator, if any); `--bench` times the encoder at batch sizes
+//! 1..8 and 1..N intra-op threads, to choose `model.intra_threads` and `pipeline.max_batch`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,6 +18,15 @@ pub struct InspectModelArgs {
     /// Stream rate (Hz) to report the filters' delay and settling time at.
     #[arg(long, default_value_t = 1000.0)]
     pub stream_rate: f64,
+    /// Time the encoder at batch sizes 1, 2, 4, 8 and 1..--max-threads threads.
+    #[arg(long)]
+    pub bench: bool,
+    /// Most intra-op threads to time with --bench (default: the machine's cores).
+    #[arg(long)]
+    pub max_threads: Option<usize>,
+    /// Timed runs per setting with --bench (after 3 warm-up runs).
+    #[arg(long, default_value_t = 30)]
+    pub runs: usize,
 }
 
 pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
@@ -102,6 +112,50 @@ pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
             println!("generator  {} -> {}x{} RGB", p.display(), img.width, img.height);
         }
         None => println!("generator  none"),
+    }
+    if a.bench {
+        bench(&dir.encoder, enc.window_len(), c.embedding_dim, &a)?;
+    }
+    Ok(())
+}
+
+/// Median and 90th percentile of `runs` encoder runs for each thread count and batch size,
+/// on windows of scaled-noise values (what a robust-scaled MEG window looks like).
+fn bench(path: &std::path::Path, window_len: usize, dim: usize, a: &InspectModelArgs) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max_threads = a.max_threads.unwrap_or(cores);
+    anyhow::ensure!((1..=256).contains(&max_threads), "--max-threads must be 1..256, got {max_threads}");
+    anyhow::ensure!((1..=100_000).contains(&a.runs), "--runs must be 1..100000, got {}", a.runs);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+    };
+    let batches = [1usize, 2, 4, 8];
+    let windows: Vec<f32> = (0..window_len * 8).map(|_| noise()).collect();
+    let mut out = vec![0.0f32; dim * 8];
+    println!("bench      {} runs each ({cores} cores here); ms per run (per window), median / p90", a.runs);
+    println!("           threads{}", batches.map(|b| format!("  {:>24}", format!("batch {b}"))).join(""));
+    for threads in 1..=max_threads {
+        let opts = EncoderOptions { intra_threads: threads, ..Default::default() };
+        let mut enc = Encoder::load(path, &opts)?;
+        let mut row = format!("           {threads:>7}");
+        for b in batches {
+            let mut times = Vec::with_capacity(a.runs);
+            for i in 0..a.runs + 3 {
+                let t = Instant::now();
+                enc.encode_batch(&windows[..b * window_len], b, 0, &mut out[..b * dim])?;
+                if i >= 3 {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let (p50, p90) = (times[times.len() / 2], times[(times.len() * 9 / 10).min(times.len() - 1)]);
+            row.push_str(&format!("  {:>24}", format!("{p50:.2} ({:.2}) / {p90:.2}", p50 / b as f64)));
+        }
+        println!("{row}");
     }
     Ok(())
 }
