@@ -450,6 +450,47 @@ fn the_http_server_speaks_proper_http_caps_connections_and_is_read_only_without_
         }
     }
     assert!(t.elapsed() < Duration::from_secs(6), "a trickled request body held its connection {:?}", t.elapsed());
+    // Subscribers that stop reading (a stalled tab, a hostile client) lose their
+    // connections once their writes have been blocked for the timeout.
+    let stalled: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            use prost::Message;
+            let req = proto::SubscribeRequest {
+                include_images: true,
+                include_embedding: true,
+                image_size: 2048,
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let mut s = std::net::TcpStream::connect(&http).unwrap();
+            let head = format!(
+                "POST /megdecoder.v1.Decoder/Subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-web+proto\r\nContent-Length: {}\r\n\r\n",
+                5 + req.len()
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&[0]).unwrap();
+            s.write_all(&(req.len() as u32).to_be_bytes()).unwrap();
+            s.write_all(&req).unwrap();
+            s
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let subscribers = || {
+        rt.block_on(async {
+            let mut c = proto::decoder_client::DecoderClient::connect(format!("http://{grpc}")).await.unwrap();
+            c.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner().subscribers.len()
+        })
+    };
+    let t = Instant::now();
+    while subscribers() < 3 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the stalled subscriptions never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while subscribers() > 0 {
+        assert!(t.elapsed() < Duration::from_secs(40), "subscribers that stopped reading kept their connections");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(stalled);
     let flood: Vec<_> = (0..20).filter_map(|_| std::net::TcpStream::connect(&http).ok()).collect();
     std::thread::sleep(Duration::from_millis(300));
     drop(flood);

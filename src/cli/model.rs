@@ -30,6 +30,10 @@ pub struct InspectModelArgs {
 }
 
 pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
+    if a.bench {
+        anyhow::ensure!(a.max_threads.is_none_or(|t| (1..=256).contains(&t)), "--max-threads must be 1..256");
+        anyhow::ensure!((1..=100_000).contains(&a.runs), "--runs must be 1..100000, got {}", a.runs);
+    }
     let dir = ModelDir::open(&a.dir)?;
     let mut enc = Encoder::load(&dir.encoder, &EncoderOptions::default())?;
     let c = enc.contract().clone();

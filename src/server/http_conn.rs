@@ -2,8 +2,9 @@
 //! HTTP/2 told from HTTP/1.1 by the first bytes (read within the header timeout, then
 //! replayed), request bodies that must be complete within the same timeout, a connection
 //! with no request in flight for that long closed (HTTP/1.1 keep-alive and idle HTTP/2
-//! alike), at most 32 concurrent HTTP/2 streams, and the peer's address passed on to the
-//! gRPC service (for GetStatus's subscriber list).
+//! alike), a connection whose peer stops reading (writes blocked for that long) dropped,
+//! at most 32 concurrent HTTP/2 streams, and the peer's address passed on to the gRPC
+//! service (for GetStatus's subscriber list).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -97,12 +98,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     }
 }
 
-/// Requests in flight on one connection, and since when it has had none.
+/// Requests in flight on one connection, since when it has had none, and since when its
+/// writes have been blocked (the peer not reading).
 struct Activity {
     opened: Instant,
     inflight: AtomicUsize,
     /// Milliseconds after `opened` when the last request finished.
     idle_since_ms: AtomicU64,
+    /// 1 + milliseconds after `opened` when a write first found the socket full; 0 while
+    /// writes go through.
+    blocked_since_ms: AtomicU64,
 }
 
 impl Activity {
@@ -110,11 +115,61 @@ impl Activity {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
+    fn write_result<T>(&self, res: Poll<T>) -> Poll<T> {
+        if res.is_pending() {
+            let now = self.opened.elapsed().as_millis() as u64 + 1;
+            let _ = self.blocked_since_ms.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+        } else {
+            self.blocked_since_ms.store(0, Ordering::Release);
+        }
+        res
+    }
+    fn blocked_for(&self) -> Option<Duration> {
+        let since = self.blocked_since_ms.load(Ordering::Acquire);
+        (since > 0).then(|| self.opened.elapsed().saturating_sub(Duration::from_millis(since - 1)))
+    }
     fn idle_for(&self) -> Option<Duration> {
         (self.inflight.load(Ordering::Acquire) == 0).then(|| {
             let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
             self.opened.elapsed().saturating_sub(since)
         })
+    }
+}
+
+/// The connection's socket, noting in [`Activity`] when writes block.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.write_result(res)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.write_result(res)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.write_result(res)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -182,8 +237,12 @@ pub async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, timeout: Du
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity =
-        Arc::new(Activity { opened: Instant::now(), inflight: AtomicUsize::new(0), idle_since_ms: 0.into() });
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        inflight: AtomicUsize::new(0),
+        idle_since_ms: 0.into(),
+        blocked_since_ms: 0.into(),
+    });
     let tracker = activity.clone();
     let service = tower::service_fn(move |req: Request<Incoming>| {
         let inflight = tracker.begin();
@@ -196,7 +255,7 @@ where
         }
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(Watched { inner: io, activity: activity.clone() });
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -216,7 +275,9 @@ where
 
 /// Drives `conn`; once no request has been in flight for `timeout`, shuts it down
 /// gracefully (HTTP/2: GOAWAY), and drops it if the peer has not let it close within
-/// `timeout` more (a peer that does not answer HTTP/2's closing PING).
+/// `timeout` more (a peer that does not answer HTTP/2's closing PING). A connection whose
+/// writes have been blocked for `timeout` (a peer that stopped reading, e.g. a stalled
+/// Subscribe) is dropped at once: its slot is worth more than its stream.
 async fn until_idle<C>(conn: C, activity: &Activity, timeout: Duration, shutdown: impl Fn(Pin<&mut C>))
 where
     C: Future<Output = Result<(), hyper::Error>>,
@@ -231,6 +292,10 @@ where
         tokio::select! {
             res = conn.as_mut() => return ended(res),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if activity.blocked_for().is_some_and(|blocked| blocked >= timeout) {
+                    tracing::debug!("HTTP connection: the peer stopped reading; dropped");
+                    return;
+                }
                 if activity.idle_for().is_some_and(|idle| idle >= timeout) {
                     break;
                 }
