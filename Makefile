@@ -97,6 +97,7 @@ bench: native
 	cargo run --release --locked --example ingest_bench -- --seconds 60
 	cargo run --release --locked --example hub_bench
 	cargo run --release --locked --example xdf_bench
+	./tools/fanout.sh
 
 demo: build
 	@./tools/demo.sh $(DURATION)
