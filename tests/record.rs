@@ -173,7 +173,7 @@ fn damaged_file_replays_the_readable_part_and_names_the_offset() {
     let (_sim, mut serve, _listen) = simulate_and_record(&name, dir.path(), "D1", "1.0", &[]);
     // Long enough that the part before the damage holds windows past the settle period.
     std::thread::sleep(Duration::from_secs(7));
-    unsafe_free_sigterm(&mut serve.0);
+    common::sigterm_and_wait(&mut serve.0);
     let path = common::xdf_files(dir.path()).pop().unwrap();
     let whole = read_xdf(&path).unwrap();
     assert!(whole.damage.is_empty());
@@ -255,19 +255,6 @@ fn simulate_and_record(
     (sim, serve, listen)
 }
 
-/// SIGTERM through `kill`, then wait (a clean stop writes the footers).
-fn unsafe_free_sigterm(child: &mut std::process::Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("serve did not stop on SIGTERM");
-}
-
 #[test]
 fn live_decodings_equal_offline_replay_of_the_recording() {
     common::init_lsl();
@@ -288,7 +275,7 @@ fn live_decodings_equal_offline_replay_of_the_recording() {
         ])
         .output()
         .unwrap();
-    unsafe_free_sigterm(&mut serve.0);
+    common::sigterm_and_wait(&mut serve.0);
     let live: Vec<serde_json::Value> =
         String::from_utf8_lossy(&client.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(live.len() > 30, "only {} live decodings", live.len());
@@ -367,7 +354,7 @@ fn write_error_stops_recording_and_decoding_goes_on() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
-    unsafe_free_sigterm(&mut serve.0);
+    common::sigterm_and_wait(&mut serve.0);
     // What was written before the error still loads.
     let files = common::xdf_files(dir.path());
     let v = pyxdf(&files[0]);
@@ -608,7 +595,7 @@ fn int16_and_float64_sources_from_mne_lsl_are_recorded_as_pushed() {
                 .unwrap(),
         );
         let _ = src.0.wait();
-        unsafe_free_sigterm(&mut serve.0);
+        common::sigterm_and_wait(&mut serve.0);
         let path = common::xdf_files(dir.path()).pop().unwrap();
         let out =
             Command::new(common::python()).args(["-c", PEER_CHECK, path.to_str().unwrap(), dtype]).output().unwrap();

@@ -141,18 +141,6 @@ fn simulate(name: &str) -> common::Reaper {
     ]))
 }
 
-fn term(child: &mut Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("serve did not stop on SIGTERM");
-}
-
 #[test]
 fn the_viewer_shows_decodings_hit_rates_health_and_signal_in_a_real_browser_and_survives_a_restart() {
     common::init_lsl();
@@ -200,7 +188,7 @@ fn the_viewer_shows_decodings_hit_rates_health_and_signal_in_a_real_browser_and_
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 50_000, "screenshot {} bytes", png.len());
 
     // The server restarts under the open page: it says so, and reconnects by itself.
-    term(&mut server.0);
+    common::sigterm_and_wait(&mut server.0);
     b.wait_for(
         "!viewer.connected && /disconnected|reconnecting/.test(document.getElementById('conn').textContent)",
         Duration::from_secs(10),

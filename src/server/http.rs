@@ -21,7 +21,7 @@ use axum::routing::get;
 use tonic::transport::server::TcpConnectInfo;
 
 use super::auth::BearerAuth;
-use super::http_conn::{serve_connection, sniff_http2};
+use super::http_conn::{serve_connection, sniff_http2, FirstBytes};
 use super::metrics::{ServiceMetrics, OPENMETRICS_CONTENT_TYPE};
 use super::proto::decoder_server::DecoderServer;
 use super::serve::{ServerError, TlsFiles};
@@ -95,11 +95,12 @@ pub async fn serve_http(
                             return;
                         };
                         let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                        serve_connection(s, h2, app, timeout, peer).await;
+                        serve_connection(s, FirstBytes::default(), h2, app, timeout, peer).await;
                     }
                     None => {
-                        if let Some((h2, s)) = sniff_http2(sock, timeout).await {
-                            serve_connection(s, h2, app, timeout, peer).await;
+                        let mut sock = sock;
+                        if let Some((h2, first)) = sniff_http2(&mut sock, timeout).await {
+                            serve_connection(sock, first, h2, app, timeout, peer).await;
                         }
                     }
                 }

@@ -32,70 +32,32 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Bytes read from a connection before hyper gets it (to tell HTTP/2 from HTTP/1.1):
+/// hyper reads them first.
+#[derive(Debug, Default)]
+pub struct FirstBytes {
+    buf: [u8; 24],
+    pos: usize,
+    len: usize,
+}
+
 /// Reads a plain-text connection's first bytes (at most the HTTP/2 preface's 24) within
-/// `limit`: whether it speaks HTTP/2, and the connection with those bytes put back. None
-/// when the peer sends nothing in time or leaves.
-pub async fn sniff_http2(
-    mut sock: tokio::net::TcpStream,
-    limit: Duration,
-) -> Option<(bool, Rewind<tokio::net::TcpStream>)> {
+/// `limit`: whether it speaks HTTP/2, and the bytes read. None when the peer sends
+/// nothing in time or leaves.
+pub async fn sniff_http2(sock: &mut tokio::net::TcpStream, limit: Duration) -> Option<(bool, FirstBytes)> {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut buf = [0u8; 24];
-    let mut n = 0;
-    while n < buf.len() {
-        let got = tokio::time::timeout_at(deadline, sock.read(&mut buf[n..])).await.ok()?.ok()?;
+    let mut first = FirstBytes::default();
+    while first.len < first.buf.len() {
+        let got = tokio::time::timeout_at(deadline, sock.read(&mut first.buf[first.len..])).await.ok()?.ok()?;
         if got == 0 {
             return None;
         }
-        n += got;
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some((false, Rewind { prefix: buf, pos: 0, len: n, inner: sock }));
+        first.len += got;
+        if first.buf[..first.len] != H2_PREFACE[..first.len] {
+            return Some((false, first));
         }
     }
-    Some((true, Rewind { prefix: buf, pos: 0, len: n, inner: sock }))
-}
-
-/// A connection whose first bytes were read already: they are read again first.
-pub struct Rewind<S> {
-    prefix: [u8; 24],
-    pos: usize,
-    len: usize,
-    inner: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.len {
-            let n = buf.remaining().min(self.len - self.pos);
-            let (from, to) = (self.pos, self.pos + n);
-            buf.put_slice(&self.prefix[from..to]);
-            self.pos = to;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    Some((true, first))
 }
 
 /// Requests in flight on one connection, since when it has had none, and since when its
@@ -136,19 +98,28 @@ impl Activity {
     }
 }
 
-/// The connection's socket, noting in [`Activity`] when writes block.
-struct Watched<S> {
+/// The connection's socket as hyper sees it: the first bytes again, then the socket;
+/// writes that block are noted in [`Activity`].
+struct ConnIo<S> {
+    first: FirstBytes,
     inner: S,
     activity: Arc<Activity>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let f = &mut self.first;
+        if f.pos < f.len {
+            let n = buf.remaining().min(f.len - f.pos);
+            buf.put_slice(&f.buf[f.pos..f.pos + n]);
+            f.pos += n;
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.activity.write_result(res)
@@ -233,8 +204,14 @@ impl http_body::Body for Deadlined {
 
 /// Serves one connection until the peer leaves, it has been idle for `timeout` (no
 /// request in flight), or an error.
-pub async fn serve_connection<S>(io: S, h2: bool, app: axum::Router, timeout: Duration, peer: TcpConnectInfo)
-where
+pub async fn serve_connection<S>(
+    io: S,
+    first: FirstBytes,
+    h2: bool,
+    app: axum::Router,
+    timeout: Duration,
+    peer: TcpConnectInfo,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity {
@@ -255,7 +232,7 @@ where
         }
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let io = TokioIo::new(Watched { inner: io, activity: activity.clone() });
+    let io = TokioIo::new(ConnIo { first, inner: io, activity: activity.clone() });
     if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

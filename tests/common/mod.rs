@@ -100,3 +100,17 @@ pub fn xdf_files(dir: &std::path::Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// SIGTERM through `kill`, then wait up to 15 s for the process to end (a clean stop
+/// closes streams and writes the recording's footers); panics if it does not.
+pub fn sigterm_and_wait(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(15) {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the process did not stop on SIGTERM");
+}
