@@ -70,8 +70,9 @@ test-python: venv
 	  $(CLIENT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests 2>&1 | tee $(ROOT)/out/test-python.log
 
 # The browser viewer (viewer/): a TypeScript client generated from the proto by
-# protoc-gen-es, type-checked by tsc and bundled by esbuild into viewer/dist, which is
-# committed and embedded in the binary (the page needs no network). `make viewer` rebuilds
+# protoc-gen-es, type-checked by tsc and bundled by esbuild into viewer/dist/viewer.js,
+# which is committed and embedded in the binary with the page and stylesheet of
+# viewer/src (the page needs no network). `make viewer` rebuilds
 # it after a change; `make viewer-check` (part of `make test`) rebuilds it into out/ and
 # fails if the committed files differ.
 PROTOC_ES := $(PY) -m grpc_tools.protoc --plugin=protoc-gen-es=viewer/node_modules/.bin/protoc-gen-es \
@@ -87,7 +88,7 @@ viewer-check: viewer/node_modules/.ok venv
 	$(PROTOC_ES) --es_out=out/viewer-check/gen
 	@diff -r viewer/src/gen out/viewer-check/gen || { echo "viewer/src/gen is stale: run make viewer"; exit 1; }
 	cd viewer && node_modules/.bin/tsc -p . && node build.mjs ../out/viewer-check/dist
-	@diff -r viewer/dist out/viewer-check/dist >/dev/null || { echo "viewer/dist differs from its sources: run make viewer and commit it"; exit 1; }
+	@cmp -s viewer/dist/viewer.js out/viewer-check/dist/viewer.js || { echo "viewer/dist/viewer.js differs from its sources: run make viewer and commit it"; exit 1; }
 	@echo "viewer: generated client and bundle match their sources"
 
 # Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses.

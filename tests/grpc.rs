@@ -11,7 +11,7 @@ use meg_decoder::model::{Gallery, Hit, RgbImage};
 use meg_decoder::pipeline::{DecodeMode, Decoding, GeneratedImage, MarkerRef, PipelineStats};
 use meg_decoder::server::proto::{self, decoder_client::DecoderClient};
 use meg_decoder::server::{serve, DecoderState, Hub, ModelInfo, ServeOptions, TlsFiles};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 use tonic::Code;
 
 struct Server {
@@ -291,20 +291,10 @@ async fn token_auth_health_and_reflection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_on_the_same_port() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let s = start(16, None, Some(TlsFiles { cert: cert_path, key: key_path })).await;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cert.cert.pem())).domain_name("localhost");
-    let ch = Channel::from_shared(format!("https://localhost:{}", s.addr.port()))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (ca, cert, key) = common::self_signed_localhost(dir.path());
+    let s = start(16, None, Some(TlsFiles { cert, key })).await;
+    let ch = common::tls_channel(&ca, s.addr.port()).await;
     let status = DecoderClient::new(ch).get_status(proto::GetStatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.model.unwrap().name, "test");
     // Plain text against the TLS port fails.

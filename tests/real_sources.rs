@@ -26,6 +26,7 @@ use meg_decoder::pipeline::{
     ChannelMap, ChannelMatching, DecodeMode, DecoderCore, Decoding, EventConfig, OnsetSource, PipelineConfig,
     Preprocessor, SkipReason,
 };
+use meg_decoder::server::proto;
 use meg_decoder::simulate::{self, EvokedWorld, SimulatorConfig, Stamping};
 
 /// Exports a probe encoder with models/probe_model.py (onnx + contract.py, as a lab would).
@@ -597,13 +598,13 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
             "0.5",
         ],
     );
-    let port = common::free_port();
+    let (port, http) = (common::free_port(), format!("127.0.0.1:{}", common::free_port()));
     let rec = tmp.path().join("rec");
     std::fs::create_dir_all(&rec).unwrap();
     let mut serve = common::Reaper(
         common::bin()
             .args(["serve", "--stream-name", &name, "--model", model.to_str().unwrap(), "--no-markers"])
-            .args(["--hop", "0.1", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--hop", "0.1", "--listen", &format!("127.0.0.1:{port}"), "--http-listen", &http])
             .args(["--record-dir", rec.to_str().unwrap(), "--record"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -625,8 +626,27 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
         // RMS of 1-40 Hz MEG in tesla: femto- to nanotesla, never fT read as T or vice versa.
         assert!(e.iter().all(|v| v.is_finite() && *v > 1e-16 && *v < 1e-9), "{file}: {e:?}");
     }
-    let _ = Command::new("kill").arg("-TERM").arg(serve.0.id().to_string()).status();
-    let _ = serve.0.wait();
+    // What the viewer plots (GetSignal): the model's channels of the real recording, in
+    // tesla, on the model's sample grid; and the HTTP server's health and metrics.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let signal = rt.block_on(async {
+        let mut c = proto::decoder_client::DecoderClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+        c.get_signal(proto::GetSignalRequest { seconds: 2.0, picks: vec![] }).await.unwrap().into_inner()
+    });
+    assert_eq!(signal.channels, names, "{file}: signal channels");
+    assert!(signal.units.iter().all(|u| u == "T"), "{file}: units {:?}", signal.units);
+    let n = signal.times.len();
+    assert!(n as f64 >= 1.9 * signal.sample_rate_hz, "{file}: {n} samples for 2 s at {} Hz", signal.sample_rate_hz);
+    assert_eq!(signal.data.len(), 40 * n);
+    let period = 1.0 / signal.sample_rate_hz;
+    assert!(signal.times.windows(2).all(|w| ((w[1] - w[0]) / period - 1.0).abs() < 0.1), "{file}: off-grid times");
+    assert!(signal.data.iter().all(|v| v.is_finite() && v.abs() < 1e-9), "{file}: not MEG in tesla");
+    assert!(signal.data.iter().any(|v| v.abs() > 1e-16), "{file}: a flat signal");
+    let health = http_get(&http, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{file}: {health}");
+    let metrics = http_get(&http, "/metrics");
+    assert!(metrics.contains(&format!("megdecoder_samples_total{{stream=\"{name}\"}}")), "{file}: {metrics:.400}");
+    common::sigterm_and_wait(&mut serve.0);
     drop(player);
     // The session file holds the recording's own values exactly (the player pushes
     // double64, the recorder writes double64), in the player's loop order.
@@ -662,6 +682,17 @@ print(json.dumps({"n": len(x), "aligned": ok, "max_abs_error": float(err), "form
     assert!(v["n"].as_u64().unwrap() > 200 && v["aligned"] == true && v["labels_match"] == true, "{v}");
     assert_eq!(v["format"], "double64", "{v}");
     assert_eq!(v["max_abs_error"].as_f64().unwrap(), 0.0, "recorded values differ from the file's");
+}
+
+/// One HTTP/1.1 GET, the whole answer.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 #[test]

@@ -219,10 +219,7 @@ fn with_a_token_and_tls_the_viewers_recording_button_is_refused_without_the_toke
     std::fs::write(&token_file, "s3cret-viewer-token\n").unwrap();
     let rec = dir.path().join("rec");
     std::fs::create_dir(&rec).unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (ca, cert_path, key_path) = common::self_signed_localhost(dir.path());
     let (gport, hport) = (common::free_port(), common::free_port());
     let (grpc, http) = (format!("127.0.0.1:{gport}"), format!("127.0.0.1:{hport}"));
     let _server = serve(
@@ -272,16 +269,7 @@ fn with_a_token_and_tls_the_viewers_recording_button_is_refused_without_the_toke
     );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let recording = rt.block_on(async {
-        use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-        let tls =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(cert.cert.pem())).domain_name("localhost");
-        let ch = Channel::from_shared(format!("https://localhost:{gport}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let ch = common::tls_channel(&ca, gport).await;
         let mut req = tonic::Request::new(proto::GetStatusRequest {});
         req.metadata_mut().insert("authorization", "Bearer s3cret-viewer-token".parse().unwrap());
         proto::decoder_client::DecoderClient::new(ch).get_status(req).await.unwrap().into_inner().recording.unwrap()

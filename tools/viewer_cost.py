@@ -12,7 +12,6 @@ process from /proc/<pid>/stat, as a percentage of one core.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "common"))
-from browser import Browser  # noqa: E402
+from browser import Browser, free_port  # noqa: E402
 
 BIN = os.path.join(ROOT, "target", "release", "meg-decoder")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -36,12 +35,6 @@ def measure(pid, seconds):
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
     return 100.0 * (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():

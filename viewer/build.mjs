@@ -1,8 +1,9 @@
-// Builds the viewer into dist/ (or the directory given): the page, its stylesheet and one
-// bundled, minified script. `make viewer` runs it after generating src/gen from the proto;
-// the output is committed and embedded in the meg-decoder binary (no CDN, no network).
+// Bundles the viewer's script into dist/viewer.js (or into the directory given), minified.
+// `make viewer` runs it after generating src/gen from the proto; the bundle is committed
+// and embedded in the meg-decoder binary with src/index.html and src/viewer.css (no CDN,
+// no network).
 import { build } from "esbuild";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 const out = process.argv[2] ?? "dist";
@@ -17,5 +18,3 @@ await build({
   outfile: join(out, "viewer.js"),
   logLevel: "warning",
 });
-copyFileSync("src/index.html", join(out, "index.html"));
-copyFileSync("src/viewer.css", join(out, "viewer.css"));

@@ -147,6 +147,8 @@ pub struct DecoderCore {
     scores: Vec<f32>,
     segment: Option<u32>,
     requests: Vec<Result<WindowRequest, Skipped>>,
+    /// Requests after their checks (reused between polls).
+    checked: Vec<Checked>,
     /// Windows checked and waiting for the encoder, with their `repaired` flag.
     ready: Vec<(WindowRequest, bool)>,
     batch_in: Vec<f32>,
@@ -173,6 +175,10 @@ pub struct DecoderCore {
     /// The newest markers received (time, text), for signal snapshots.
     recent_markers: VecDeque<(f64, String)>,
 }
+
+/// A window request after [`DecoderCore::check`]: decodable (with its `repaired` flag), or
+/// why not (with the marker it was locked to).
+type Checked = Result<(WindowRequest, bool), (SkipReason, Option<Marker>)>;
 
 /// Markers kept for signal snapshots.
 const RECENT_MARKERS: usize = 64;
@@ -256,6 +262,7 @@ impl DecoderCore {
             assembler: WindowAssembler::new(&contract),
             scores: vec![0.0; gallery.as_ref().map_or(0, |g| g.len())],
             requests: Vec::with_capacity(64),
+            checked: Vec::with_capacity(64),
             ready: Vec::with_capacity(config.max_batch.max(1)),
             batch_in: Vec::new(),
             batch_out: Vec::new(),
@@ -485,12 +492,14 @@ impl DecoderCore {
             return;
         }
         let mut requests = std::mem::take(&mut self.requests);
+        let mut checked = std::mem::take(&mut self.checked);
+        checked.extend(requests.drain(..).map(|r| r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check(w))));
         if self.config.keep_up {
-            self.skip_behind(&mut requests, now());
+            self.skip_behind(&mut checked, now());
         }
         let mut ready = std::mem::take(&mut self.ready);
-        for r in requests.drain(..) {
-            match r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check(w)) {
+        for c in checked.drain(..) {
+            match c {
                 Ok(w) => {
                     ready.push(w);
                     if ready.len() == self.config.max_batch.max(1) {
@@ -509,6 +518,7 @@ impl DecoderCore {
             self.decode_batch(&mut ready, now, emit);
         }
         self.requests = requests;
+        self.checked = checked;
         self.ready = ready;
     }
 
@@ -516,20 +526,20 @@ impl DecoderCore {
     /// as `behind` if the encoder is slower than the hop (it could never catch up) or
     /// they ended more than `max_lag_s` before `now` (it is catching up after a stall).
     /// A burst the encoder can absorb (a source pushing 100 ms chunks) is decoded whole.
-    fn skip_behind(&self, requests: &mut Vec<Result<WindowRequest, Skipped>>, now: f64) {
-        // Only windows that would be decoded compete (the others are skipped for their
+    fn skip_behind(&self, checked: &mut Vec<Checked>, now: f64) {
+        // Only windows that passed their checks compete (the others are skipped for their
         // own reason).
-        let decodable = |r: &Result<WindowRequest, Skipped>| matches!(r, Ok(w) if w.marker.is_none() && self.check(w.clone()).is_ok());
-        let waiting = requests.iter().filter(|r| decodable(r)).count();
+        let decodable = |c: &Checked| matches!(c, Ok((w, _)) if w.marker.is_none());
+        let waiting = checked.iter().filter(|c| decodable(c)).count();
         if waiting < 2 {
             return;
         }
         let overloaded = self.config.hop_s.is_some_and(|hop| self.encoder_avg_s >= hop);
         let len = self.contract.window_samples as u64;
         let mut seen = 0;
-        requests.retain(|r| {
-            let Ok(w) = r else { return true };
-            if !decodable(r) {
+        checked.retain(|c| {
+            let Ok((w, _)) = c else { return true };
+            if w.marker.is_some() {
                 return true;
             }
             seen += 1;
@@ -543,7 +553,7 @@ impl DecoderCore {
     }
 
     /// Whether a window can be decoded now; why not if it cannot.
-    fn check(&self, w: WindowRequest) -> Result<(WindowRequest, bool), (SkipReason, Option<Marker>)> {
+    fn check(&self, w: WindowRequest) -> Checked {
         let len = self.contract.window_samples as u64;
         if w.start >= self.buf.oldest() && !self.buf.all_settled(w.start, w.start + len) {
             return Err((SkipReason::Settling, w.marker));

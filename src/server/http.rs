@@ -6,16 +6,17 @@
 //! each connection keeps the limits of [`super::http_conn`] (`http.header_timeout_s` for
 //! first bytes, headers, request bodies and idleness). The port also answers native gRPC
 //! (HTTP/2) under the same rules.
-//! Without a bearer token, calls that change state (StartRecording, StopRecording,
-//! LoadModel) are refused here: a browser-reachable port must not let any page on the
-//! network start a recording.
+//! Without a bearer token, the service behind this port is read-only
+//! ([`DecoderService::read_only`]: StartRecording, StopRecording and LoadModel are
+//! refused): a browser-reachable port must not let any page on the network start a
+//! recording.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, Request, Response, StatusCode};
+use axum::http::{header, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tonic::transport::server::TcpConnectInfo;
@@ -39,17 +40,14 @@ pub struct HttpOptions {
     pub header_timeout: Duration,
 }
 
-/// The viewer's files, built by `make viewer` (viewer/) and embedded in the binary.
-const INDEX_HTML: &str = include_str!("../../viewer/dist/index.html");
+/// The viewer's files, embedded in the binary: the page and its stylesheet as written,
+/// the script as `make viewer` bundles it.
+const INDEX_HTML: &str = include_str!("../../viewer/src/index.html");
 const VIEWER_JS: &str = include_str!("../../viewer/dist/viewer.js");
-const VIEWER_CSS: &str = include_str!("../../viewer/dist/viewer.css");
+const VIEWER_CSS: &str = include_str!("../../viewer/src/viewer.css");
 
-/// RPCs that change the service's state.
-const MUTATING: [&str; 3] = [
-    "/megdecoder.v1.Decoder/StartRecording",
-    "/megdecoder.v1.Decoder/StopRecording",
-    "/megdecoder.v1.Decoder/LoadModel",
-];
+/// Why the HTTP port refuses calls that change state when the server has no token.
+const READ_ONLY: &str = "this server has no bearer token, so the viewer's HTTP port is read-only: start `serve` with --token-file to record or switch models from the browser";
 
 /// Binds `opts.listen` now (a taken port fails at start-up) and serves until the
 /// returned task is aborted.
@@ -143,12 +141,14 @@ fn router(state: Arc<DecoderState>, opts: &HttpOptions) -> axum::Router {
         )
         .route("/healthz", get(move || std::future::ready(healthz(&health))));
     if opts.viewer {
-        let decoder = DecoderServer::with_interceptor(DecoderService::new(state), BearerAuth::new(opts.token.clone()));
-        let grpc_web = tonic::service::Routes::new(decoder)
-            .prepare()
-            .into_axum_router()
-            .layer(axum::middleware::from_fn_with_state(opts.token.is_some(), refuse_mutations_without_token))
-            .layer(tonic_web::GrpcWebLayer::new());
+        // Without a token any page on the network could reach this port: read-only.
+        let service = match opts.token {
+            Some(_) => DecoderService::new(state),
+            None => DecoderService::read_only(state, READ_ONLY),
+        };
+        let decoder = DecoderServer::with_interceptor(service, BearerAuth::new(opts.token.clone()));
+        let grpc_web =
+            tonic::service::Routes::new(decoder).prepare().into_axum_router().layer(tonic_web::GrpcWebLayer::new());
         app = app
             .route("/", get(|| asset(INDEX_HTML, "text/html; charset=utf-8")))
             .route("/viewer.js", get(|| asset(VIEWER_JS, "text/javascript; charset=utf-8")))
@@ -173,19 +173,4 @@ fn healthz(state: &DecoderState) -> (StatusCode, String) {
         None if !state.healthy() => (StatusCode::SERVICE_UNAVAILABLE, "MEG source gone\n".into()),
         None => (StatusCode::OK, "ok\n".into()),
     }
-}
-
-/// Without a server token, gRPC-Web calls that change state get PERMISSION_DENIED.
-async fn refuse_mutations_without_token(
-    axum::extract::State(has_token): axum::extract::State<bool>,
-    req: Request<Body>,
-    next: axum::middleware::Next,
-) -> Response<Body> {
-    if !has_token && MUTATING.contains(&req.uri().path()) {
-        let status = tonic::Status::permission_denied(
-            "this server has no bearer token, so the viewer's HTTP port is read-only: start `serve` with --token-file to record or switch models from the browser",
-        );
-        return status.into_http::<Body>();
-    }
-    next.run(req).await
 }

@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::service::DecoderState;
+use crate::ingest::StatsSnapshot;
 use crate::pipeline::{Histogram, ENCODER_BUCKETS, LATENCY_BUCKETS, SKIP_REASONS};
 
 /// The Content-Type of [`ServiceMetrics::render`]'s page.
@@ -97,34 +98,43 @@ fn histogram(
         .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
+/// One sample per stream, labelled with the stream's (escaped) name.
+fn per_stream<T>(streams: &[(String, StatsSnapshot)], f: fn(&StatsSnapshot) -> T) -> Vec<(Label<'_>, T)> {
+    streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
+}
+
 impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
-        let streams: Vec<(String, crate::ingest::StatsSnapshot)> =
+        let streams: Vec<(String, StatsSnapshot)> =
             s.streams.iter().map(|h| (label_value(&h.description.name), h.stats.snapshot())).collect();
-        let per_stream = |f: &dyn Fn(&crate::ingest::StatsSnapshot) -> u64| -> Vec<(Label<'_>, u64)> {
-            streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
-        };
-        let per_stream_f = |f: &dyn Fn(&crate::ingest::StatsSnapshot) -> f64| -> Vec<(Label<'_>, f64)> {
-            streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
-        };
         let e = &mut enc;
-        counter(e, "megdecoder_samples", "Samples received per stream.", &per_stream(&|x| x.samples))?;
-        counter(e, "megdecoder_gaps", "Gaps detected per stream.", &per_stream(&|x| x.gaps))?;
-        counter(e, "megdecoder_missing_samples", "Samples missing in gaps.", &per_stream(&|x| x.missing_samples))?;
-        counter(e, "megdecoder_reconnects", "Source reconnections.", &per_stream(&|x| x.reconnects))?;
-        counter(e, "megdecoder_non_finite_samples", "Samples with NaN/Inf.", &per_stream(&|x| x.non_finite_samples))?;
+        counter(e, "megdecoder_samples", "Samples received per stream.", &per_stream(&streams, |x| x.samples))?;
+        counter(e, "megdecoder_gaps", "Gaps detected per stream.", &per_stream(&streams, |x| x.gaps))?;
+        counter(
+            e,
+            "megdecoder_missing_samples",
+            "Samples missing in gaps.",
+            &per_stream(&streams, |x| x.missing_samples),
+        )?;
+        counter(e, "megdecoder_reconnects", "Source reconnections.", &per_stream(&streams, |x| x.reconnects))?;
+        counter(
+            e,
+            "megdecoder_non_finite_samples",
+            "Samples with NaN/Inf.",
+            &per_stream(&streams, |x| x.non_finite_samples),
+        )?;
         gauge(
             e,
             "megdecoder_stream_lag_seconds",
             "Local clock minus newest sample time.",
-            &per_stream_f(&|x| x.lag_s),
+            &per_stream(&streams, |x| x.lag_s),
         )?;
         gauge(
             e,
             "megdecoder_stream_connected",
             "1 while the source delivers data.",
-            &per_stream_f(&|x| f64::from(u8::from(x.connected))),
+            &per_stream(&streams, |x| f64::from(u8::from(x.connected))),
         )?;
         let rings: Vec<(String, f64)> = s.rings.iter().map(|(n, r)| (label_value(n), r.fill())).collect();
         let fill: Vec<(Label<'_>, f64)> = rings.iter().map(|(n, f)| (Some(("stream", n.as_str())), *f)).collect();

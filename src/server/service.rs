@@ -94,11 +94,24 @@ pub const DEFAULT_MAX_AGE_S: f64 = 2.0;
 
 pub struct DecoderService {
     state: Arc<DecoderState>,
+    /// Why calls that change state (recording, model switches) are refused here, if they
+    /// are (the viewer's HTTP port without a bearer token).
+    read_only: Option<&'static str>,
 }
 
 impl DecoderService {
     pub fn new(state: Arc<DecoderState>) -> Self {
-        Self { state }
+        Self { state, read_only: None }
+    }
+
+    /// A service whose state-changing calls are refused with PERMISSION_DENIED and `why`.
+    pub fn read_only(state: Arc<DecoderState>, why: &'static str) -> Self {
+        Self { state, read_only: Some(why) }
+    }
+
+    /// Whether this service may change the decoder's state (record, switch models).
+    fn may_change_state(&self) -> Result<(), Status> {
+        self.read_only.map_or(Ok(()), |why| Err(Status::permission_denied(why)))
     }
 }
 
@@ -336,6 +349,7 @@ impl proto::decoder_server::Decoder for DecoderService {
         &self,
         request: Request<proto::StartRecordingRequest>,
     ) -> Result<Response<proto::RecordingState>, Status> {
+        self.may_change_state()?;
         let rec = self.recorder()?;
         let r = request.into_inner();
         let labels =
@@ -361,6 +375,7 @@ impl proto::decoder_server::Decoder for DecoderService {
         &self,
         _: Request<proto::StopRecordingRequest>,
     ) -> Result<Response<proto::RecordingState>, Status> {
+        self.may_change_state()?;
         let rec = self.recorder()?;
         let state =
             tokio::task::spawn_blocking(move || rec.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
@@ -386,6 +401,7 @@ impl proto::decoder_server::Decoder for DecoderService {
         &self,
         request: Request<proto::LoadModelRequest>,
     ) -> Result<Response<proto::LoadModelResponse>, Status> {
+        self.may_change_state()?;
         let Some(sw) = self.state.switcher.clone() else {
             return Err(Status::unimplemented("this server cannot switch models"));
         };

@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -54,7 +54,7 @@ class Browser:
                 "the viewer tests need Debian's chromium and chromium-driver: "
                 "`make test` installs them (apt-get install chromium chromium-driver)")
         self.profile = tempfile.mkdtemp(prefix="meg-decoder-chromium-")
-        port = _free_port()
+        port = free_port()
         self.driver = subprocess.Popen([driver, f"--port={port}"], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{port}"

@@ -114,3 +114,20 @@ pub fn sigterm_and_wait(child: &mut Child) {
     }
     panic!("the process did not stop on SIGTERM");
 }
+
+/// A self-signed certificate for "localhost", written to `dir` as cert.pem and key.pem:
+/// (the certificate's PEM, for clients to trust; cert path; key path).
+pub fn self_signed_localhost(dir: &std::path::Path) -> (String, PathBuf, PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert.cert.pem(), cert_path, key_path)
+}
+
+/// A gRPC channel over TLS to localhost:`port`, trusting `ca_pem`.
+pub async fn tls_channel(ca_pem: &str, port: u16) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
+    Channel::from_shared(format!("https://localhost:{port}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap()
+}
