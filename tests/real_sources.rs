@@ -639,7 +639,12 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
     assert!(n as f64 >= 1.9 * signal.sample_rate_hz, "{file}: {n} samples for 2 s at {} Hz", signal.sample_rate_hz);
     assert_eq!(signal.data.len(), 40 * n);
     let period = 1.0 / signal.sample_rate_hz;
-    assert!(signal.times.windows(2).all(|w| ((w[1] - w[0]) / period - 1.0).abs() < 0.1), "{file}: off-grid times");
+    // On the grid, but for the jumps of a gap (the player, like hardware, can stall under
+    // load: the service then opens a new segment, and the times say so).
+    let steps: Vec<f64> = signal.times.windows(2).map(|w| (w[1] - w[0]) / period).collect();
+    let on_grid = steps.iter().filter(|r| (*r - 1.0).abs() < 0.1).count();
+    assert!(steps.iter().all(|r| *r > 0.5), "{file}: times not increasing by a sample at least: {steps:?}");
+    assert!(on_grid * 10 >= steps.len() * 9, "{file}: {on_grid} of {} steps on the grid: {steps:?}", steps.len());
     assert!(signal.data.iter().all(|v| v.is_finite() && v.abs() < 1e-9), "{file}: not MEG in tesla");
     assert!(signal.data.iter().any(|v| v.abs() > 1e-16), "{file}: a flat signal");
     let health = http_get(&http, "/healthz");
