@@ -108,6 +108,38 @@ fn behind_the_stream_only_the_newest_continuous_window_is_decoded_and_event_lock
     }
 }
 
+/// A source that re-stamps its data (a clock reset: here the times step back 0.5 s, as
+/// MNE-LSL's player does at some loops) starts a new segment; the signal copy says where,
+/// and on either side the times stay on the model's grid.
+#[test]
+fn the_signal_copy_lists_where_segments_start() {
+    let cfg = sim_config(9);
+    let (rows, mut ts, _) = simulate::render(&cfg, 6.0, 100.0).unwrap();
+    let half = ts.len() / 2;
+    ts[half..].iter_mut().for_each(|t| *t -= 0.5);
+    let seg: Vec<u32> = (0..ts.len()).map(|i| u32::from(i >= half)).collect();
+    let pc = PipelineConfig { hop_s: Some(0.1), ..Default::default() };
+    let mut core = DecoderCore::new(encoder(), Some(gallery()), &simulate::stream_description(&cfg), pc).unwrap();
+    for start in (0..ts.len()).step_by(100) {
+        let end = (start + 100).min(ts.len());
+        core.push_samples(&rows[start * 306..end * 306], &ts[start..end], &seg[start..end], &|| 0.0, &mut |_| {});
+    }
+    let mut snap = meg_decoder::pipeline::SignalSnapshot::default();
+    core.copy_signal(100_000, &mut snap);
+    let period = 1.0 / snap.sample_rate;
+    assert_eq!(snap.segment_starts.len(), 1, "{:?}", snap.segment_starts);
+    let b = snap.segment_starts[0] as usize;
+    assert!(snap.times[b] < snap.times[b - 1], "no step back at the segment start");
+    for (i, w) in snap.times.windows(2).enumerate() {
+        if i + 1 != b {
+            assert!(((w[1] - w[0]) / period - 1.0).abs() < 1e-6, "step {i}: {}", (w[1] - w[0]) / period);
+        }
+    }
+    // Asking for less than the whole buffer counts from the newest sample.
+    core.copy_signal(10, &mut snap);
+    assert!(snap.segment_starts.is_empty() && snap.times.len() == 10);
+}
+
 #[test]
 fn same_decodings_whatever_the_chunking() {
     let cfg = sim_config(3);

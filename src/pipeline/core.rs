@@ -348,11 +348,15 @@ impl DecoderCore {
         let from = head.saturating_sub(rows as u64).max(self.buf.oldest());
         snap.times.clear();
         snap.rows.clear();
+        snap.segment_starts.clear();
         for i in from..head {
+            if i > from && self.buf.segment(i) != self.buf.segment(i - 1) {
+                snap.segment_starts.push((i - from) as u32);
+            }
             snap.times.push(self.buf.timestamp(i));
             snap.rows.extend_from_slice(self.buf.row(i));
         }
-        let first = snap.times.first().copied().unwrap_or(f64::INFINITY);
+        let first = snap.times.iter().copied().fold(f64::INFINITY, f64::min);
         snap.markers.clear();
         snap.markers.extend(self.recent_markers.iter().filter(|(t, _)| *t >= first).cloned());
     }

@@ -28,6 +28,9 @@ pub struct SignalSnapshot {
     pub units: Arc<[&'static str]>,
     /// One timestamp per row (the fitted LSL clock).
     pub times: Vec<f64>,
+    /// Indices into `times` of rows that start a new segment (after a gap or a source
+    /// clock reset: the times jump, perhaps back).
+    pub segment_starts: Vec<u32>,
     /// Sample-major rows, `channels.len()` values each.
     pub rows: Vec<f32>,
     /// Markers the pipeline received, newest last (time, text).

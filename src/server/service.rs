@@ -446,7 +446,8 @@ impl proto::decoder_server::Decoder for DecoderService {
         for &c in &chosen {
             data.extend(snap.rows.chunks_exact(width).skip(first).map(|row| row[c]));
         }
-        let t0 = snap.times.get(first).copied().unwrap_or(f64::INFINITY);
+        // The earliest time shown (after a source clock reset, not the first one).
+        let t0 = snap.times[first..].iter().copied().fold(f64::INFINITY, f64::min);
         Ok(Response::new(proto::Signal {
             sample_rate_hz: snap.sample_rate,
             channels: chosen.iter().map(|&c| snap.channels[c].clone()).collect(),
@@ -461,6 +462,12 @@ impl proto::decoder_server::Decoder for DecoderService {
                 .collect(),
             taken_at: snap.taken_at,
             model: snap.model.to_string(),
+            segment_starts: snap
+                .segment_starts
+                .iter()
+                .filter(|&&i| i as usize > first)
+                .map(|&i| i - first as u32)
+                .collect(),
         }))
     }
 }

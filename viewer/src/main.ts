@@ -46,6 +46,8 @@ const view = {
   top5: 0,
   statusOk: false,
   signalDraws: 0,
+  // Segment breaks (gaps, source clock resets) in the last signal drawn.
+  segmentBreaks: 0,
   placeholders: 0,
   errors: [] as string[],
 };
@@ -373,9 +375,24 @@ function drawSignal(s: Signal) {
     $("signal-info").textContent = "no samples yet";
     return;
   }
+  // Samples are placed by their index (the newest at the right edge): the times are
+  // continuous within a segment only, and a gap or a source clock reset starts a new one.
   const t1 = s.times[n - 1];
-  const span = Math.max(s.times[n - 1] - s.times[0], 1 / s.sampleRateHz);
-  const x = (t: number) => w - ((t1 - t) / span) * (w - 40) - 2;
+  const span = Math.max((n - 1) / s.sampleRateHz, 1 / s.sampleRateHz);
+  const xi = (i: number) => w - ((n - 1 - i) / s.sampleRateHz / span) * (w - 40) - 2;
+  const starts = [0, ...s.segmentStarts.filter((i) => i > 0 && i < n)];
+  const isStart = new Set(starts);
+  // Where a time falls: the newest segment whose samples span it.
+  const indexOf = (t: number) => {
+    for (let k = starts.length - 1; k >= 0; k--) {
+      const a = starts[k];
+      const b = (k + 1 < starts.length ? starts[k + 1] : n) - 1;
+      if (t >= s.times[a] - 0.5 / s.sampleRateHz && t <= s.times[b] + 0.5 / s.sampleRateHz) {
+        return a + (t - s.times[a]) * s.sampleRateHz;
+      }
+    }
+    return undefined;
+  };
   // One panel per unit (magnetometers and gradiometers differ by orders of magnitude).
   const units = [...new Set(s.units)];
   const ph = h / units.length;
@@ -398,8 +415,8 @@ function drawSignal(s: Signal) {
       m /= n;
       for (let i = 0; i < n; i++) {
         const yy = Math.max(u * ph, Math.min((u + 1) * ph, y0 - (s.data[off + i] - m) * scale));
-        if (i) g.lineTo(x(s.times[i]), yy);
-        else g.moveTo(x(s.times[i]), yy);
+        if (isStart.has(i)) g.moveTo(xi(i), yy);
+        else g.lineTo(xi(i), yy);
       }
       g.stroke();
     });
@@ -408,8 +425,21 @@ function drawSignal(s: Signal) {
     g.fillText(`${idx.length} ch ${unit || "(unit?)"}, median SD ${med.toExponential(1)}`, 4, u * ph + 12);
   });
   g.font = "11px system-ui";
+  for (const b of starts.slice(1)) {
+    g.strokeStyle = "#8a93a0";
+    g.setLineDash([3, 3]);
+    g.beginPath();
+    g.moveTo(xi(b), 0);
+    g.lineTo(xi(b), h);
+    g.stroke();
+    g.setLineDash([]);
+    g.fillStyle = "#8a93a0";
+    g.fillText("break", xi(b) + 2, 24);
+  }
   for (const mk of s.markers) {
-    const mx = x(mk.time);
+    const at = indexOf(mk.time);
+    if (at === undefined) continue;
+    const mx = xi(at);
     g.strokeStyle = "#d29922";
     g.beginPath();
     g.moveTo(mx, 0);
@@ -420,11 +450,14 @@ function drawSignal(s: Signal) {
   }
   for (let t = 0; t <= span; t += 1) {
     g.fillStyle = "#8a93a0";
-    g.fillText(`-${t.toFixed(0)} s`, x(t1 - t) - 14, h / 2);
+    g.fillText(`-${t.toFixed(0)} s`, xi(n - 1 - t * s.sampleRateHz) - 14, h / 2);
   }
+  const breaks = starts.length - 1;
+  view.segmentBreaks = breaks;
   const stalled = s.takenAt - t1 > 1 ? ` | STALLED: newest sample ${(s.takenAt - t1).toFixed(1)} s old` : "";
   $("signal-info").textContent =
     `${s.channels.length} channels at ${s.sampleRateHz} Hz, model ${s.model}${stalled}` +
+    (breaks ? ` | ${breaks} break${breaks > 1 ? "s" : ""} (gap or source clock reset)` : "") +
     (flagged.length ? ` | check: ${flagged.slice(0, 8).join(", ")}${flagged.length > 8 ? ", ..." : ""}` : "");
   view.signalDraws++;
 }
