@@ -129,7 +129,7 @@ fn windows_stay_on_their_markers_with_a_fast_source_and_a_drifting_clock() {
                 let deadline = Instant::now() + Duration::from_secs_f64(seconds + 20.0);
                 while Instant::now() < deadline {
                     match sub.decodings.try_recv() {
-                        Ok(d) => got.push((*d).clone()),
+                        Ok(d) => got.push((*d.decoding).clone()),
                         Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
                             std::thread::sleep(Duration::from_millis(20))
                         }

@@ -22,9 +22,9 @@ use axum::routing::get;
 use tonic::transport::server::TcpConnectInfo;
 
 use super::auth::BearerAuth;
+use super::grpc::decoder_server::DecoderServer;
 use super::http_conn::{serve_connection, sniff_http2, FirstBytes};
 use super::metrics::{ServiceMetrics, OPENMETRICS_CONTENT_TYPE};
-use super::proto::decoder_server::DecoderServer;
 use super::serve::{ServerError, TlsFiles};
 use super::service::{DecoderService, DecoderState};
 

@@ -5,8 +5,9 @@
 //! non-blocking write from the pipeline thread. Each subscriber reads at its own pace;
 //! one that falls more than the ring's capacity behind loses the oldest decodings and is
 //! told how many (`missed`) with its next message; GetStatus and the metrics count the
-//! losses of a subscriber that stopped reading while it is stalled. Generated images travel separately
-//! (latest-wins `watch`), so a slow generator never delays embeddings.
+//! losses of a subscriber that stopped reading while it is stalled. The ring carries
+//! [`Published`] decodings, encoded for the wire once (see `wire`). Generated images
+//! travel separately (latest-wins `watch`), so a slow generator never delays embeddings.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::{broadcast, watch};
 
+use super::wire::Published;
 use crate::pipeline::{Decoding, GeneratedImage};
 
 /// Per-subscriber counters.
@@ -31,7 +33,7 @@ pub struct SubscriberStats {
 }
 
 pub struct Hub {
-    decodings: broadcast::Sender<Arc<Decoding>>,
+    decodings: broadcast::Sender<Arc<Published>>,
     /// Turns true when the service shuts down: every subscriber stream ends.
     closing: watch::Sender<bool>,
     images: watch::Sender<Option<GeneratedImage>>,
@@ -47,7 +49,7 @@ pub struct Hub {
 /// A subscriber's handle: its receivers and its entry in the hub (removed on drop, so a
 /// client that disconnects frees its place at once).
 pub struct Subscription {
-    pub decodings: broadcast::Receiver<Arc<Decoding>>,
+    pub decodings: broadcast::Receiver<Arc<Published>>,
     /// True once the service is shutting down.
     pub closing: watch::Receiver<bool>,
     pub images: watch::Receiver<Option<GeneratedImage>>,
@@ -81,10 +83,11 @@ impl Hub {
         })
     }
 
-    /// Publishes a decoding (never blocks; fine with no subscribers).
+    /// Publishes a decoding (never blocks; fine with no subscribers). Its wire encoding
+    /// is made later, once, by the first subscriber that sends it.
     pub fn publish(&self, d: Arc<Decoding>) {
         self.published.fetch_add(1, Ordering::Relaxed);
-        let _ = self.decodings.send(d);
+        let _ = self.decodings.send(Arc::new(Published::new(d)));
     }
 
     /// Publishes a newly generated image (replaces the previous one).

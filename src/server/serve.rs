@@ -10,7 +10,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use super::auth::BearerAuth;
-use super::proto::decoder_server::DecoderServer;
+use super::grpc::decoder_server::DecoderServer;
 use super::service::{DecoderService, DecoderState};
 
 #[derive(Debug, Clone)]

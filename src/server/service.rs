@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status};
 
 use super::hub::Hub;
 use super::proto;
+use super::wire::SubscriberDecoding;
 use crate::ingest::{StreamDescription, StreamStats};
 use crate::model::Gallery;
-use crate::pipeline::{DecodeMode, Decoding, PipelineStats, SKIP_REASONS};
+use crate::pipeline::{DecodeMode, PipelineStats, SKIP_REASONS};
 use crate::record::{RecorderControl, RecordingLabels, RecordingState};
 
 /// A stream the decoder reads, for status.
@@ -115,32 +116,6 @@ impl DecoderService {
     }
 }
 
-fn to_pb(d: &Decoding, req: &proto::SubscribeRequest, missed: u64) -> proto::Decoding {
-    let k = if req.top_k == 0 { d.top_k.len() } else { (req.top_k as usize).min(d.top_k.len()) };
-    proto::Decoding {
-        sequence: d.sequence,
-        mode: match d.mode {
-            DecodeMode::Continuous => proto::Mode::Continuous,
-            DecodeMode::EventLocked => proto::Mode::EventLocked,
-        } as i32,
-        marker: d.marker.as_ref().map(|m| m.text.clone()).unwrap_or_default(),
-        marker_time: d.marker.as_ref().map_or(0.0, |m| m.timestamp),
-        window_start: d.window_start,
-        window_end: d.window_end,
-        decoded_at: d.decoded_at,
-        latency_ms: d.latency_s * 1e3,
-        embedding: if req.include_embedding { d.embedding.clone() } else { Vec::new() },
-        top_k: d.top_k[..k].iter().map(|h| proto::Hit { image_id: h.image_id.clone(), score: h.score }).collect(),
-        image_png: Vec::new(),
-        image_sequence: 0,
-        missed,
-        repaired: d.repaired,
-        encoder_ms: d.encoder_s * 1e3,
-        age_ms: 0.0,
-        model: d.model.to_string(),
-    }
-}
-
 /// Checks a subscription request: every field in range, or INVALID_ARGUMENT naming it.
 pub fn validate_subscribe(r: &proto::SubscribeRequest) -> Result<(), Status> {
     if !r.max_rate_hz.is_finite() || r.max_rate_hz < 0.0 || (r.max_rate_hz > 0.0 && r.max_rate_hz < 1e-3) {
@@ -168,8 +143,8 @@ pub fn validate_subscribe(r: &proto::SubscribeRequest) -> Result<(), Status> {
 }
 
 #[tonic::async_trait]
-impl proto::decoder_server::Decoder for DecoderService {
-    type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::Decoding, Status>> + Send>>;
+impl super::grpc::decoder_server::Decoder for DecoderService {
+    type SubscribeStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SubscriberDecoding, Status>> + Send>>;
 
     async fn subscribe(
         &self,
@@ -237,7 +212,7 @@ impl proto::decoder_server::Decoder for DecoderService {
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     };
-                    let keep = match d.mode {
+                    let keep = match d.decoding.mode {
                         DecodeMode::Continuous => {
                             want_cont && min_gap.is_none_or(|g| last_cont.is_none_or(|t| t.elapsed() >= g))
                         }
@@ -246,26 +221,32 @@ impl proto::decoder_server::Decoder for DecoderService {
                     if !keep {
                         continue;
                     }
-                    if d.mode == DecodeMode::Continuous {
+                    if d.decoding.mode == DecodeMode::Continuous {
                         last_cont = Some(Instant::now());
                     }
                     // Fresh or told: too old to be of use is dropped and counted.
-                    let age = crate::lsl::local_clock().map_or(0.0, |now| now - d.window_end);
+                    let age = crate::lsl::local_clock().map_or(0.0, |now| now - d.decoding.window_end);
                     if age > max_age {
                         missed += 1;
                         sub.stats.missed.fetch_add(1, Ordering::Relaxed);
                         hub.missed_total.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let mut msg = to_pb(&d, &req, missed);
-                    msg.age_ms = age * 1e3;
+                    let mut image = None;
                     if req.include_images && sub.images.has_changed().unwrap_or(false) {
                         let img = sub.images.borrow_and_update().clone();
                         if let Some(img) = img {
-                            msg.image_png = img.png_at(req.image_size).await.as_ref().clone();
-                            msg.image_sequence = img.sequence;
+                            image = Some((img.png_at(req.image_size).await, img.sequence));
                         }
                     }
+                    let msg = SubscriberDecoding {
+                        top_k: if req.top_k == 0 { usize::MAX } else { req.top_k as usize },
+                        include_embedding: req.include_embedding,
+                        published: d,
+                        missed,
+                        age_ms: age * 1e3,
+                        image,
+                    };
                     sub.stats.sent.fetch_add(1, Ordering::Relaxed);
                     return Some((Ok(msg), (sub, req, 0, last_cont, false)));
                 }
