@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageDraw
 from scipy import signal
 
-from contract import resample_kernel, write_contract
+from contract import CAUSAL_ANTIALIAS_FRACTION, CAUSAL_ANTIALIAS_ORDER, resample_kernel, write_contract
 
 HERE = pathlib.Path(__file__).resolve().parent
 FS_IN, FS_MODEL = 1000.0, 120.0
@@ -185,9 +185,20 @@ def simulate_block(rng, order, feats, pats, kers, kind, xy, gain):
     return x, onsets
 
 
-def preprocess(x, sos, center=None, scale=None):
+def interpolate_like_service(x):
+    """1000 -> 120 Hz by linear interpolation at output positions k * fin / fout: the
+    service's causal (low-latency) resampler, `contract.resample(..., "causal")` vectorised."""
+    n = x.shape[-1]
+    k = np.arange(int(np.floor((n - 2) * FS_MODEL / FS_IN)) + 1)
+    p = k * FS_IN / FS_MODEL
+    i0 = np.floor(p).astype(int)
+    frac = p - i0
+    return x[..., i0] * (1 - frac) + x[..., i0 + 1] * frac
+
+
+def preprocess(x, sos, resampler="sinc"):
     x = signal.sosfilt(sos, x, axis=1)
-    return resample_like_service(x)
+    return interpolate_like_service(x) if resampler == "causal" else resample_like_service(x)
 
 
 def epochs(y, onsets, shift_s=0.0):
@@ -228,10 +239,16 @@ def main():
     ap.add_argument("--reps-train", type=int, default=8)
     ap.add_argument("--reps-test", type=int, default=4)
     ap.add_argument("--gain", type=float, default=0.4)
+    ap.add_argument("--resampler", choices=["sinc", "causal"], default="sinc",
+                    help="the contract's resampler: 'causal' is the low-latency profile (causal anti-alias low-pass + linear interpolation)")
+    ap.add_argument("--share-with", help="a model dir built with the same seed: its identical gallery, world and generator are linked, not copied")
     args = ap.parse_args()
     started = time.time()
     rng = np.random.default_rng(args.seed)
     out = pathlib.Path(args.out)
+    for name in ("gallery", "world", "generator.onnx"):
+        if (out / name).is_symlink():  # a previous --share-with: never write through it
+            (out / name).unlink()
     (out / "gallery" / "images").mkdir(parents=True, exist_ok=True)
     (out / "world").mkdir(parents=True, exist_ok=True)
 
@@ -269,6 +286,10 @@ def main():
     perm = rng.permutation(len(rows))
     test_imgs, train_imgs = perm[:48], perm[48:]
     sos = signal.butter(4, [0.1, 40.0], "bandpass", fs=FS_IN, output="sos")
+    if args.resampler == "causal":
+        # The same anti-alias low-pass the service adds for this profile (contract.filter_sos).
+        aa = signal.butter(CAUSAL_ANTIALIAS_ORDER, CAUSAL_ANTIALIAS_FRACTION * FS_MODEL, "lowpass", fs=FS_IN, output="sos")
+        sos = np.vstack([sos, aa])
 
     def run(imgs, reps, shifts=(0.0,)):
         order = np.concatenate([rng.permutation(imgs) for _ in range(reps)])
@@ -277,7 +298,7 @@ def main():
         for b in range(0, len(order), 120):
             block = order[b:b + 120]
             x, onsets = simulate_block(rng, block, f, pats, kers, kind, xy, args.gain)
-            y = preprocess(x, sos)
+            y = preprocess(x, sos, args.resampler)
             for s in shifts:
                 eps[s].append(epochs(y, onsets, s))
             labels.append(block)
@@ -326,16 +347,20 @@ def main():
                               [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", emb.shape[1]])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="meg-decoder models/build_demo.py")
     model.ir_version = 9
+    lowlat = args.resampler == "causal"
     meta = {
-        "name": "demo-linear-v1",
-        "description": "Ridge-regression (linear baseline) encoder trained on SIMULATED MEG of the demo world.",
+        "name": "demo-linear-lowlat-v1" if lowlat else "demo-linear-v1",
+        "description": "Ridge-regression (linear baseline) encoder trained on SIMULATED MEG of the demo world"
+                       + (", low-latency preprocessing (causal anti-alias + linear interpolation)." if lowlat else "."),
         "sample_rate_hz": FS_MODEL, "window_samples": WIN, "window_start_s": T0,
         "channel_names": names, "highpass_hz": 0.1, "lowpass_hz": 40.0, "filter_order": 4,
         "notch_hz": [], "notch_q": 30.0, "baseline_s": [T0, 0.0],
         "scaler": "fixed", "scaler_center": [float(v) for v in center], "scaler_scale": [float(v) for v in scale],
         "clamp": 20.0, "embedding_space": "demo-shape-v1", "embedding_dim": int(emb.shape[1]), "subjects": 1,
-        "training": f"models/build_demo.py --seed {args.seed}; ridge lambda {lam}; {len(X)} trials",
+        "training": f"models/build_demo.py --seed {args.seed} --resampler {args.resampler}; ridge lambda {lam}; {len(X)} trials",
     }
+    if lowlat:
+        meta["resampler"] = "causal"
     write_contract(model, meta, str(out / "encoder.onnx"))
 
     # Generator: ridge from embedding to 32x32 RGB.
@@ -380,7 +405,10 @@ def main():
     lines = [
         "# Demo model report (SIMULATED data)", "",
         "Everything here is measured on simulated MEG from the demo world (models/build_demo.py), not on recordings.", "",
-        f"- Build: `.venv-models/bin/python models/build_demo.py --seed {args.seed}` ({elapsed:.0f} s on this machine, 2 cores)",
+        f"- Build: `.venv-models/bin/python models/build_demo.py --seed {args.seed} --resampler {args.resampler}` ({elapsed:.0f} s on this machine, 2 cores)",
+        "- Preprocessing: band-pass 0.1-40 Hz (causal Butterworth, order 4), then "
+        + ("the low-latency profile: causal Butterworth anti-alias low-pass (order 8, 48 Hz) and linear interpolation to 120 Hz (1 ms look-ahead)"
+           if lowlat else "Kaiser-sinc resampling to 120 Hz (zero phase, 50 ms look-ahead)"),
         f"- Encoder: ridge regression (the paper's linear baseline) on {len(X)} training trials of {len(train_imgs)} images;"
         f" {C} channels x {WIN} samples (120 Hz, -0.5..1.0 s) binned to {BINS} bins; lambda {lam}",
         f"- Held out: {len(test_imgs)} images never seen in training, {len(test_lab)} trials",
@@ -392,8 +420,39 @@ def main():
         "Window shifted relative to the image onset (0 = the trained -0.5..1.0 s window).", "",
         "| shift (s) | top-1 | top-5 |", "|---|---|---|",
     ] + [f"| {s:+.3f} | {v[1]:.1%} | {v[5]:.1%} |" for s, v in curve.items()]
+    if args.share_with:
+        theirs = (pathlib.Path(args.share_with) / "REPORT.md").read_text().splitlines()
+        lines += ["", f"## Next to {args.share_with} (same seed: the same simulated trials, its own preprocessing)", ""]
+        lines += [l for l in theirs if l.startswith(("- Preprocessing", "- Top-"))]
     (out / "REPORT.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if args.share_with:
+        share(out, pathlib.Path(args.share_with))
+
+
+def share(out, other):
+    """Replaces out's gallery/, world/ and generator.onnx by relative links to `other`'s
+    when they are byte-identical (same seed: same world), so the repository keeps one copy."""
+    import filecmp
+    import os
+    import shutil
+
+    for name in ("gallery", "world", "generator.onnx"):
+        mine, theirs = out / name, other / name
+        if mine.is_dir():
+            cmp = filecmp.dircmp(mine, theirs)
+            same = not (cmp.left_only or cmp.right_only or cmp.diff_files or cmp.funny_files) and all(
+                filecmp.cmp(mine / d / f, theirs / d / f, shallow=False) for d in cmp.common_dirs
+                for f in os.listdir(mine / d))
+            same = same and all(filecmp.cmp(mine / f, theirs / f, shallow=False) for f in cmp.common_files)
+        else:
+            same = filecmp.cmp(mine, theirs, shallow=False)
+        if not same:
+            print(f"{name} differs from {theirs}: kept as a copy")
+            continue
+        shutil.rmtree(mine) if mine.is_dir() else mine.unlink()
+        mine.symlink_to(os.path.relpath(theirs, out))
+        print(f"{name}: linked to {theirs}")
 
 
 if __name__ == "__main__":

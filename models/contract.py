@@ -9,8 +9,10 @@ at export time, not on the day of the experiment.
 (src/pipeline/preprocess.rs), in numpy/scipy: the same Butterworth/notch sections, started
 at steady state for the first sample, run causally (or forward-backward for a model
 declared `filter_phase = "zero-phase"`, which the service then compensates), and the same
-Kaiser-windowed-sinc resampler. Train on `preprocess(...)` output and the model sees live
-what it saw in training (tests/real_sources.rs checks the two agree).
+resampler: the Kaiser-windowed sinc by default, or for `resampler = "causal"` (the
+low-latency profile) a causal Butterworth anti-alias low-pass among the filters and linear
+interpolation. Train on `preprocess(...)` output and the model sees live what it saw in
+training (tests/real_sources.rs checks the two agree).
 """
 import json
 
@@ -44,12 +46,16 @@ OPTIONAL = {
     "filter_phase": str,
     "evoked_band_hz": list,
     "settle_s": float,
+    "resampler": str,
 }
 
 # The resampler's kernel (src/dsp/resample.rs).
 KAISER_BETA = 6.0
 CUTOFF = 0.9
 HALF_WIDTH_OUT = 6.0
+# The causal profile's anti-alias low-pass (src/model/contract.rs).
+CAUSAL_ANTIALIAS_ORDER = 8
+CAUSAL_ANTIALIAS_FRACTION = 0.4
 
 
 def validate(meta: dict) -> None:
@@ -76,6 +82,10 @@ def validate(meta: dict) -> None:
         raise ValueError("baseline_s must be [start, end] in seconds relative to the decoded instant")
     if meta.get("filter_phase", "causal") not in ("causal", "zero-phase"):
         raise ValueError("filter_phase must be 'causal' or 'zero-phase'")
+    if meta.get("resampler", "sinc") not in ("sinc", "causal"):
+        raise ValueError("resampler must be 'sinc' (the default) or 'causal'")
+    if meta.get("resampler") == "causal" and meta.get("filter_phase", "causal") != "causal":
+        raise ValueError("resampler 'causal' needs filter_phase 'causal'")
     band = meta.get("evoked_band_hz", [1.0, 30.0])
     if len(band) != 2 or not 0 <= band[0] < band[1]:
         raise ValueError("evoked_band_hz must be [low, high] with 0 <= low < high")
@@ -119,11 +129,18 @@ def filter_sos(meta: dict, fs: float):
     for f0 in meta.get("notch_hz", []):
         b, a = signal.iirnotch(f0, meta.get("notch_q", 30.0), fs=fs)
         sos = np.vstack([sos, np.concatenate([b, a])[None, :]])
+    fout = meta["sample_rate_hz"]
+    if meta.get("resampler", "sinc") == "causal" and fout < fs * 0.999:
+        aa = signal.butter(CAUSAL_ANTIALIAS_ORDER, CAUSAL_ANTIALIAS_FRACTION * fout, "lowpass", fs=fs, output="sos")
+        sos = np.vstack([sos, aa])
     return sos
 
 
-def resample_kernel(tau, fin, fout):
-    """h(tau) of the service's resampler, tau in input samples; and its half-width."""
+def resample_kernel(tau, fin, fout, kind="sinc"):
+    """h(tau) of the service's resampler, tau in input samples; and its half-width.
+    `kind` is the contract's `resampler`: "sinc", or "causal" (linear interpolation)."""
+    if kind == "causal":
+        return np.clip(1.0 - np.abs(tau), 0.0, None), 1.0
     ratio = min(fout / fin, 1.0)
     cutoff = 0.5 * CUTOFF * ratio
     hw = HALF_WIDTH_OUT * max(fin / fout, 1.0)
@@ -132,12 +149,12 @@ def resample_kernel(tau, fin, fout):
     return 2 * cutoff * np.sinc(2 * cutoff * tau) * w, hw
 
 
-def resample(x, fin, fout):
+def resample(x, fin, fout, kind="sinc"):
     """[channels, n] at `fin` -> [channels, k] at `fout` as the service does it: output k at
     input position k * fin / fout, inputs before the first equal to the first (the service
     primes its history at steady state), only outputs whose kernel support has arrived."""
     n = x.shape[1]
-    _, hw = resample_kernel(0.0, fin, fout)
+    _, hw = resample_kernel(0.0, fin, fout, kind)
     out = []
     k = 0
     while True:
@@ -145,7 +162,7 @@ def resample(x, fin, fout):
         if np.floor(p + hw) > n - 1:
             break
         idx = np.arange(int(np.ceil(p - hw)), int(np.floor(p + hw)) + 1)
-        h, _ = resample_kernel(p - idx, fin, fout)
+        h, _ = resample_kernel(p - idx, fin, fout, kind)
         vals = x[:, np.clip(idx, 0, None)]
         out.append(vals @ h)
         k += 1
@@ -169,4 +186,4 @@ def preprocess(x, fs: float, meta: dict, zero_phase=None):
         else:
             zi = signal.sosfilt_zi(sos)[:, None, :] * x[None, :, :1]  # [sections, channels, 2]
             x, _ = signal.sosfilt(sos, x, axis=1, zi=zi)
-    return resample(x, fs, meta["sample_rate_hz"])
+    return resample(x, fs, meta["sample_rate_hz"], meta.get("resampler", "sinc"))

@@ -191,6 +191,27 @@ fn event_locked_decodings_retrieve_the_shown_images() {
     assert_eq!(core.stats().skipped_total(), settling);
 }
 
+/// The low-latency profile end to end: models/demo-lowlat was trained on
+/// `contract.preprocess` with the causal anti-alias and linear interpolation; fed by the
+/// service's own chain it retrieves the shown images as well as the sinc-profile model
+/// on the same stimuli (a train/serve mismatch would collapse it to chance, 2 %).
+#[test]
+fn the_low_latency_model_decodes_as_well_as_the_sinc_one() {
+    let cfg = sim_config(12);
+    let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
+    let pc = || PipelineConfig { hop_s: None, ..Default::default() };
+    let lowlat =
+        Encoder::load(&common::repo().join("models/demo-lowlat/encoder.onnx"), &EncoderOptions::default()).unwrap();
+    let (sinc_out, sinc_core) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 100, pc());
+    let (low_out, low_core) = decode_with(lowlat, &cfg, &rows, &ts, &markers, 100, pc());
+    let (_, sinc5, n) = hit_rates(&sinc_out);
+    let (_, low5, m) = hit_rates(&low_out);
+    eprintln!("top-5 over {n} stimuli: sinc profile {sinc5:.2}, causal profile {low5:.2}");
+    assert!(m >= 35 && low5 > 0.4, "low-latency top-5 {low5} over {m}");
+    assert!(low5 >= sinc5 - 0.15, "low-latency top-5 {low5} vs sinc {sinc5}");
+    assert!(low_core.preprocessing_latency_s() < 0.002 && sinc_core.preprocessing_latency_s() > 0.045);
+}
+
 fn hit_rates(out: &[Decoding]) -> (f64, f64, usize) {
     let locked: Vec<&Decoding> = out.iter().filter(|d| d.mode == DecodeMode::EventLocked).collect();
     let hit = |k: usize| {

@@ -409,8 +409,16 @@ fn zero_phase_models_get_the_filters_group_delay_compensated() {
 fn service_preprocessing_matches_the_python_reference_of_the_contract() {
     // models/contract.py's preprocess() is what a lab trains on; the service must feed the
     // model the same numbers: random MEG-like data with DC offsets, an off-grid rate
-    // (600.614 Hz, as Elekta/MEGIN), band-pass + notch, steady-state start.
-    let (fs, c, n) = (600.614, 3usize, 6000usize);
+    // (600.614 Hz, as Elekta/MEGIN), band-pass + notch, steady-state start; with the
+    // default (sinc) resampler and the low-latency causal one, whose anti-alias filter
+    // and interpolation the reference must reproduce too.
+    for (fs, resampler) in [(600.614, "sinc"), (600.614, "causal"), (1000.0, "causal"), (5000.0, "causal")] {
+        matches_the_python_reference(fs, resampler);
+    }
+}
+
+fn matches_the_python_reference(fs: f64, resampler: &str) {
+    let (c, n) = (3usize, (fs * 10.0) as usize);
     let mut rng = 17u64;
     let mut next = || {
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -443,6 +451,7 @@ fn service_preprocessing_matches_the_python_reference_of_the_contract() {
         ("lowpass_hz", "40.0"),
         ("filter_order", "4"),
         ("notch_hz", "[50.0]"),
+        ("resampler", resampler),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -464,6 +473,7 @@ fn service_preprocessing_matches_the_python_reference_of_the_contract() {
     std::fs::write(&input, x32.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     let meta_json = serde_json::json!({
         "sample_rate_hz": 120.0, "highpass_hz": 0.5, "lowpass_hz": 40.0, "filter_order": 4, "notch_hz": [50.0],
+        "resampler": resampler,
     });
     let script = format!(
         "import sys, json, numpy as np; sys.path.insert(0, {models:?}); import contract\n\
@@ -486,8 +496,15 @@ fn service_preprocessing_matches_the_python_reference_of_the_contract() {
         }
     }
     let rms = (power / (py.len() * c) as f64).sqrt();
-    eprintln!("service vs contract.py preprocess: max error {:.2e} of RMS {rms:.2e}", err);
-    assert!(err < 1e-4 * rms, "max error {err} vs RMS {rms}");
+    eprintln!("{resampler} at {fs} Hz: service vs contract.py preprocess: max error {:.2e} of RMS {rms:.2e}", err);
+    assert!(err < 1e-4 * rms, "{resampler} at {fs} Hz: max error {err} vs RMS {rms}");
+    // The causal profile's look-ahead is one input sample (the sinc's is 50 ms).
+    let look_ahead = pre.latency_s();
+    if resampler == "causal" {
+        assert!((look_ahead - 1.0 / fs).abs() < 1e-12, "look-ahead {look_ahead} s");
+    } else {
+        assert!((look_ahead - 0.05).abs() < 0.002, "look-ahead {look_ahead} s");
+    }
 }
 
 /// MNE-LSL's PlayerLSL streaming a real recording, looping; the player prints the channel

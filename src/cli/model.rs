@@ -70,6 +70,7 @@ pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
             meg_decoder::model::FilterPhase::ZeroPhase => format!("windows shifted back by {:.1} ms", band * 1e3),
         }
     );
+    println!("resampling {}", meg_decoder::pipeline::resampling_summary(&c, a.stream_rate));
     println!(
         "settling   {:.2} s after start and after every gap before windows are decoded{}",
         c.settle_s.unwrap_or_else(|| meg_decoder::dsp::settle_time_s(&sos, a.stream_rate, 1e-3, 10.0)),

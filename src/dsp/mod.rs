@@ -16,5 +16,5 @@ pub use design::{
     butter_bandpass, butter_highpass, butter_lowpass, evoked_delay_s, group_delay_s, magnitude, notch, settle_time_s,
     Biquad,
 };
-pub use resample::Resampler;
+pub use resample::{Kernel, Resampler};
 pub use sos::SosFilter;

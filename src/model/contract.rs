@@ -41,6 +41,33 @@ impl FilterPhase {
     }
 }
 
+/// How the stream is brought to the model's rate (the contract's `resampler` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResamplerProfile {
+    /// Kaiser-windowed sinc, zero phase: 6 model periods of look-ahead (50 ms at 120 Hz).
+    #[default]
+    Sinc,
+    /// Low latency: a causal Butterworth anti-alias low-pass (order
+    /// [`CAUSAL_ANTIALIAS_ORDER`] at [`CAUSAL_ANTIALIAS_FRACTION`] of the model rate)
+    /// among the filters, then linear interpolation (one input sample of look-ahead).
+    Causal,
+}
+
+/// Order of the causal profile's anti-alias low-pass.
+pub const CAUSAL_ANTIALIAS_ORDER: usize = 8;
+/// Its cutoff as a fraction of the model's rate (0.4: 48 Hz at 120 Hz).
+pub const CAUSAL_ANTIALIAS_FRACTION: f64 = 0.4;
+
+impl ResamplerProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResamplerProfile::Sinc => "sinc",
+            ResamplerProfile::Causal => "causal",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelContract {
     pub name: String,
@@ -59,6 +86,8 @@ pub struct ModelContract {
     pub filter_phase: FilterPhase,
     /// Band (Hz) whose group delay is compensated for `zero-phase` models.
     pub evoked_band_hz: (f64, f64),
+    /// How the stream is resampled to the model's rate (`sinc` or `causal`).
+    pub resampler: ResamplerProfile,
     /// Seconds after a (re)start of the filters before windows are decoded (None: the
     /// filters' own settling time).
     pub settle_s: Option<f64>,
@@ -167,6 +196,24 @@ impl ModelContract {
                 })
             }
         };
+        let resampler = match m.get("resampler").map(|s| s.trim()) {
+            None | Some("") | Some("sinc") => ResamplerProfile::Sinc,
+            Some("causal") if filter_phase == FilterPhase::Causal => ResamplerProfile::Causal,
+            Some("causal") => {
+                return Err(ContractError::Invalid {
+                    key: "resampler",
+                    value: "causal".into(),
+                    why: "the causal (low-latency) resampler needs filter_phase 'causal': a zero-phase model's windows are already moved back by the filters' delay".into(),
+                })
+            }
+            Some(other) => {
+                return Err(ContractError::Invalid {
+                    key: "resampler",
+                    value: other.chars().take(40).collect(),
+                    why: "expected 'sinc' (the default) or 'causal'".into(),
+                })
+            }
+        };
         let evoked_band_hz = if m.contains_key("evoked_band_hz") {
             let v: Vec<f64> = json(m, "evoked_band_hz")?;
             match v[..] {
@@ -204,6 +251,7 @@ impl ModelContract {
             notch_q: opt(m, "notch_q")?.unwrap_or(30.0),
             filter_phase,
             evoked_band_hz,
+            resampler,
             settle_s,
             baseline_s: (baseline[0], baseline[1]),
             scaler,
@@ -283,7 +331,7 @@ impl ModelContract {
     /// A one-paragraph human summary.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s), band {}-{} Hz{} ({} filters), baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
+            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s), band {}-{} Hz{} ({} filters, {} resampler), baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
             self.name,
             self.channel_names.len(),
             self.sample_rate,
@@ -294,6 +342,7 @@ impl ModelContract {
             self.lowpass_hz.map_or("Nyquist".into(), |v| v.to_string()),
             if self.notch_hz.is_empty() { String::new() } else { format!(", notch {:?} Hz", self.notch_hz) },
             self.filter_phase.as_str(),
+            self.resampler.as_str(),
             self.baseline_s.0,
             self.baseline_s.1,
             match &self.scaler {
@@ -305,5 +354,41 @@ impl ModelContract {
             self.embedding_space,
             self.embedding_dim
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let base = [
+            ("meg_decoder.contract", "1"),
+            ("name", "m"),
+            ("sample_rate_hz", "120"),
+            ("window_samples", "60"),
+            ("window_start_s", "-0.1"),
+            ("channel_names", r#"["A1"]"#),
+            ("baseline_s", "[-0.1, 0.0]"),
+            ("scaler", "none"),
+            ("clamp", "20"),
+            ("embedding_space", "x"),
+            ("embedding_dim", "3"),
+        ];
+        base.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_resampler_profile_is_read_and_checked() {
+        assert_eq!(ModelContract::from_metadata(&meta(&[])).unwrap().resampler, ResamplerProfile::Sinc);
+        let c = ModelContract::from_metadata(&meta(&[("resampler", "causal")])).unwrap();
+        assert_eq!(c.resampler, ResamplerProfile::Causal);
+        assert!(c.summary().contains("causal resampler"), "{}", c.summary());
+        let err = ModelContract::from_metadata(&meta(&[("resampler", "cubic")])).unwrap_err().to_string();
+        assert!(err.contains("'resampler'") && err.contains("'sinc'") && err.contains("'causal'"), "{err}");
+        let err = ModelContract::from_metadata(&meta(&[("resampler", "causal"), ("filter_phase", "zero-phase")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("filter_phase 'causal'"), "{err}");
     }
 }

@@ -17,7 +17,10 @@ mod runtime;
 
 use std::path::{Path, PathBuf};
 
-pub use contract::{ContractError, FilterPhase, ModelContract, ScalerSpec};
+pub use contract::{
+    ContractError, FilterPhase, ModelContract, ResamplerProfile, ScalerSpec, CAUSAL_ANTIALIAS_FRACTION,
+    CAUSAL_ANTIALIAS_ORDER,
+};
 pub use encoder::{sha256_hex, Encoder, EncoderOptions, ExecutionProvider, ModelError};
 pub use gallery::{Gallery, Hit};
 pub use generator::{encode_png, Generator, RgbImage};

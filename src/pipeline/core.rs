@@ -375,7 +375,7 @@ impl DecoderCore {
     /// The preprocessing as it runs on this stream, in words (for status and logs).
     pub fn preprocessing_summary(&self) -> String {
         format!(
-            "onsets from {}; model-rate times from a fit of the stream's timestamps; filters start at steady state and settle for {:.2} s; {} filters{}",
+            "onsets from {}; model-rate times from a fit of the stream's timestamps; filters start at steady state and settle for {:.2} s; {} filters{}; {}",
             self.onset_source(),
             self.pre.settle_s(),
             self.contract.filter_phase.as_str(),
@@ -384,7 +384,8 @@ impl DecoderCore {
                 crate::model::FilterPhase::ZeroPhase => {
                     format!(", group delay compensated ({:.1} ms)", self.pre.delay_compensation_s() * 1e3)
                 }
-            }
+            },
+            self.pre.resampling_summary()
         )
     }
     /// Whether a marker stream feeds this core. Without one, trigger/photodiode onsets are

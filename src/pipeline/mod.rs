@@ -31,8 +31,8 @@ pub use live::{
     RingChunks, SwitchDone,
 };
 pub use preprocess::{
-    design_filters, is_brain_type, normalize_channel_name, si_unit_of_type, unit_factor, unit_to_si, ChannelMap,
-    ChannelMatching, MappingError, ModelSample, Preprocessor,
+    design_filters, is_brain_type, normalize_channel_name, resampling_summary, si_unit_of_type, unit_factor,
+    unit_to_si, ChannelMap, ChannelMatching, MappingError, ModelSample, Preprocessor,
 };
 pub use signal::{SignalSnapshot, SignalTap, MAX_SIGNAL_ROWS};
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

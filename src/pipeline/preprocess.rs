@@ -6,10 +6,10 @@
 //! rate is from its nominal one. Per input sample: no allocation.
 
 use crate::dsp::{
-    butter_bandpass, butter_highpass, butter_lowpass, evoked_delay_s, notch, settle_time_s, Biquad, Resampler,
+    butter_bandpass, butter_highpass, butter_lowpass, evoked_delay_s, notch, settle_time_s, Biquad, Kernel, Resampler,
     SampleClock, SosFilter,
 };
-use crate::model::{FilterPhase, ModelContract};
+use crate::model::{FilterPhase, ModelContract, ResamplerProfile, CAUSAL_ANTIALIAS_FRACTION, CAUSAL_ANTIALIAS_ORDER};
 
 /// Why the stream cannot feed this model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -232,7 +232,47 @@ pub fn design_filters(c: &ModelContract, fs: f64) -> Result<Vec<Biquad>, Mapping
         (None, None) => Vec::new(),
     };
     sos.extend(c.notch_hz.iter().map(|&f| notch(f, c.notch_q, fs)));
+    sos.extend(antialias_filters(c, fs));
     Ok(sos)
+}
+
+/// The causal resampler profile's anti-alias low-pass (none for the sinc profile, whose
+/// kernel filters, or when the stream already runs at the model's rate).
+pub fn antialias_filters(c: &ModelContract, fs: f64) -> Vec<Biquad> {
+    if c.resampler != ResamplerProfile::Causal || c.sample_rate >= fs * 0.999 {
+        return Vec::new();
+    }
+    butter_lowpass(CAUSAL_ANTIALIAS_ORDER, CAUSAL_ANTIALIAS_FRACTION * c.sample_rate, fs)
+}
+
+/// The resampling the contract asks for at this stream rate, in words: profile,
+/// look-ahead and (causal profile) the anti-alias filter's delay, which the model learnt.
+pub fn resampling_summary(c: &ModelContract, fs: f64) -> String {
+    let look_ahead_ms = resampling_kernel(c, fs).half_width / fs * 1e3;
+    match c.resampler {
+        ResamplerProfile::Sinc => {
+            format!("Kaiser-sinc resampling to {} Hz (zero phase, {look_ahead_ms:.1} ms look-ahead)", c.sample_rate)
+        }
+        ResamplerProfile::Causal => {
+            let aa = antialias_filters(c, fs);
+            let (lo, hi) = c.evoked_band_hz;
+            let aa_delay = if aa.is_empty() { 0.0 } else { evoked_delay_s(&aa, lo, hi.min(0.45 * fs), fs) };
+            format!(
+                "causal resampling to {} Hz: order-{CAUSAL_ANTIALIAS_ORDER} Butterworth anti-alias at {} Hz (group delay {:.1} ms on {lo}-{hi} Hz, learnt by the model) and linear interpolation ({look_ahead_ms:.1} ms look-ahead)",
+                c.sample_rate,
+                CAUSAL_ANTIALIAS_FRACTION * c.sample_rate,
+                aa_delay * 1e3
+            )
+        }
+    }
+}
+
+/// The resampling kernel the contract asks for.
+fn resampling_kernel(c: &ModelContract, fs: f64) -> Kernel {
+    match c.resampler {
+        ResamplerProfile::Sinc => Kernel::new(fs, c.sample_rate),
+        ResamplerProfile::Causal => Kernel::linear(),
+    }
 }
 
 /// Stream rows in, model-rate rows out.
@@ -246,6 +286,8 @@ pub struct Preprocessor {
     clock: SampleClock,
     /// Seconds subtracted from output times (zero-phase models: the filters' delay).
     delay_s: f64,
+    /// The resampling, in words (profile, look-ahead, anti-alias delay).
+    resampling: String,
     /// Input samples after a (re)start before outputs count as settled.
     settle_inputs: f64,
     settle_s: f64,
@@ -294,7 +336,9 @@ impl Preprocessor {
         };
         let settle_s =
             contract.settle_s.unwrap_or_else(|| settle_time_s(&sos, stream_rate, SETTLE_ENERGY, MAX_DEFAULT_SETTLE_S));
-        let resampler = Resampler::new(c, stream_rate, contract.sample_rate);
+        let resampler =
+            Resampler::with_kernel(c, stream_rate, contract.sample_rate, resampling_kernel(contract, stream_rate));
+        let resampling = resampling_summary(contract, stream_rate);
         Ok(Self {
             settle_inputs: settle_s * stream_rate + resampler.kernel().half_width,
             settle_s,
@@ -302,6 +346,7 @@ impl Preprocessor {
             resampler,
             clock: SampleClock::new(stream_rate),
             delay_s,
+            resampling,
             map,
             fin: stream_rate,
             fout: contract.sample_rate,
@@ -316,6 +361,11 @@ impl Preprocessor {
     /// Seconds of delay the resampler adds (its kernel's half-width).
     pub fn latency_s(&self) -> f64 {
         self.resampler.latency_s(self.fin)
+    }
+
+    /// The resampling, in words (for status, logs and `inspect-model`).
+    pub fn resampling_summary(&self) -> &str {
+        &self.resampling
     }
 
     /// Seconds by which output times are moved back to undo the causal filters' group
