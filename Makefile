@@ -51,6 +51,7 @@ test: native venv viewer-check
 	@mkdir -p out
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --all-targets -- -D warnings
+	$(PY) bench/peer/peer.py --self-test
 	set -o pipefail; MEG_DECODER_PYTHON=$(PY) cargo test --release --locked --lib --bins --tests -- --test-threads=$(CARGO_TEST_THREADS) 2>&1 | tee out/test.log
 	$(MAKE) --no-print-directory test-python
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "rust tests: %d passed, %d failed\n", p, f}' out/test.log
@@ -91,14 +92,23 @@ viewer-check: viewer/node_modules/.ok venv
 	@cmp -s viewer/dist/viewer.js out/viewer-check/dist/viewer.js || { echo "viewer/dist/viewer.js differs from its sources: run make viewer and commit it"; exit 1; }
 	@echo "viewer: generated client and bundle match their sources"
 
-# Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses.
-bench: native
+# Benchmarks (not part of `make test`): criterion micro-benchmarks, then the harnesses,
+# then the side-by-side comparison with the Python peer (bench/, ~8 min), which writes
+# BENCHMARKS.md and out/bench/bench.json.
+bench: build venv $(VENV)/.bench-ok
 	cargo bench --locked --bench pipeline
 	cargo run --release --locked --example pipeline_overhead
 	cargo run --release --locked --example ingest_bench -- --seconds 60
 	cargo run --release --locked --example hub_bench
 	cargo run --release --locked --example xdf_bench
 	./tools/fanout.sh
+	./tools/latency_profiles.sh
+	$(PY) tools/bench_compare.py
+
+# The peer's own dependencies (onnxruntime, pinned to the service's native version), once.
+$(VENV)/.bench-ok: bench/requirements.txt $(VENV)/.ok
+	$(PY) -m pip install --quiet --find-links native/wheels -r bench/requirements.txt
+	@touch $@
 
 demo: build
 	@./tools/demo.sh $(DURATION)
