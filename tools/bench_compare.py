@@ -557,6 +557,12 @@ def write_markdown(path, result):
              "2 x the median encoder time + 100 ms; the highest rate is the fastest hop sustained (≥: the fastest "
              f"hop tried; one model sample, {cfg['model_rate_hz']:g}/s, is the fastest continuous decoding "
              "there is, and the CPU it takes says how much room is left).\n")
+    L.append("Reading it: the difference is in ingest and serving, not in decoding. Above ingest, the decode "
+             "work per window is about the same (same onnxruntime, the same filter and resampler arithmetic), "
+             "so the CPU-per-window ratio is mostly the ingest ratio. The end-to-end latencies rest on "
+             "different clocks (the peer's window times come from MNE-LSL's dejittered timestamps, the "
+             "service's from its own fit of the stream's timestamps): differences of a few ms between the "
+             "two are within what that can shift, not evidence either way.\n")
     L.append("## Decode-rate sweep (one subscriber)\n")
     L.append("| hop (s) | target | decodings/s (expected) | skipped behind | CPU % core | CPU / window "
              "(above ingest) | e2e p50 / p99 | server latency p50 / p99 | encoder p50 | sustained |")

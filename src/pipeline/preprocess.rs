@@ -255,8 +255,14 @@ pub fn resampling_summary(c: &ModelContract, fs: f64) -> String {
         }
         ResamplerProfile::Causal => {
             let aa = antialias_filters(c, fs);
+            if aa.is_empty() {
+                return format!(
+                    "causal profile, stream at the model's rate ({} Hz): no anti-alias filter, linear interpolation ({look_ahead_ms:.1} ms look-ahead)",
+                    c.sample_rate
+                );
+            }
             let (lo, hi) = c.evoked_band_hz;
-            let aa_delay = if aa.is_empty() { 0.0 } else { evoked_delay_s(&aa, lo, hi.min(0.45 * fs), fs) };
+            let aa_delay = evoked_delay_s(&aa, lo, hi.min(0.45 * fs), fs);
             format!(
                 "causal resampling to {} Hz: order-{CAUSAL_ANTIALIAS_ORDER} Butterworth anti-alias at {} Hz (group delay {:.1} ms on {lo}-{hi} Hz, learnt by the model) and linear interpolation ({look_ahead_ms:.1} ms look-ahead)",
                 c.sample_rate,
