@@ -151,6 +151,18 @@ fn same_decodings_whatever_the_chunking() {
     let (reference, _) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 250, pc.clone());
     assert!(reference.iter().filter(|d| d.mode == DecodeMode::Continuous).count() > 50);
     assert!(reference.iter().filter(|d| d.mode == DecodeMode::EventLocked).count() >= 6);
+    // What each decoding takes as the onset: the marker's time when locked to one; for a
+    // continuous one, where an onset would sit for this window (the demo's window starts
+    // 0.5 s before its onset), 1.0 s before the window's end.
+    for d in &reference {
+        match &d.marker {
+            Some(m) => assert_eq!(d.onset, m.timestamp),
+            None => {
+                assert!((d.onset - (d.window_start + 0.5)).abs() < 1e-9, "{} vs {}", d.onset, d.window_start);
+                assert!((d.window_end - d.onset - 1.0).abs() < 0.01);
+            }
+        }
+    }
     for chunk in [1, 7] {
         let (got, _) = decode_with(encoder(), &cfg, &rows, &ts, &markers, chunk, pc.clone());
         assert_eq!(got.len(), reference.len(), "chunk {chunk}: number of decodings");

@@ -75,6 +75,7 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
             sequence: i,
             mode: DecodeMode::Continuous,
             marker: None,
+            onset: i as f64 + 0.5,
             window_start: i as f64,
             window_end: i as f64 + 1.5,
             decoded_at: lsl::local_clock().unwrap(),

@@ -608,12 +608,14 @@ impl DecoderCore {
                 None => Vec::new(),
             };
             let window_end = self.buf.timestamp(w.start + len - 1);
+            let window_start = self.buf.timestamp(w.start);
             let decoded_at = now();
             let d = Decoding {
                 sequence: self.sequence,
                 mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
+                onset: w.marker.as_ref().map_or(window_start - self.contract.window_start_s, |m| m.timestamp),
                 marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
-                window_start: self.buf.timestamp(w.start),
+                window_start,
                 window_end,
                 decoded_at,
                 latency_s: decoded_at - window_end,

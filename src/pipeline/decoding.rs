@@ -29,6 +29,10 @@ pub struct Decoding {
     pub sequence: u64,
     pub mode: DecodeMode,
     pub marker: Option<MarkerRef>,
+    /// The instant the model takes as the image onset (local LSL clock): the locked
+    /// onset for event-locked windows; for continuous ones `window_start -
+    /// window_start_s` (what the window would mean had an image appeared then).
+    pub onset: f64,
     /// First and last sample of the window, local LSL clock (seconds).
     pub window_start: f64,
     pub window_end: f64,

@@ -156,6 +156,7 @@ mod tests {
             sequence,
             mode: DecodeMode::Continuous,
             marker: None,
+            onset: 0.0,
             window_start: 0.0,
             window_end: 0.0,
             decoded_at: 0.0,

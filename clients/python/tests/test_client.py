@@ -29,6 +29,8 @@ def test_subscribe_status_and_dataframe(simulated):
         assert len(d.top_k) == 5 and all(isinstance(h, mdc.Hit) for h in d.top_k)
         assert d.top_k[0].score >= d.top_k[-1].score
         assert abs(d.window_end - d.window_start - 1.5) < 1e-3
+        # The onset the model assumes: 0.5 s into the window (-0.5..1.0 s windows).
+        assert d.mode != "continuous" or abs(d.onset - (d.window_start + 0.5)) < 1e-6, (d.onset, d.window_start)
         # The decoding's time is the LSL clock of this machine: it is recent.
         assert 0 <= pylsl.local_clock() - d.window_end < 2.0
         status = c.status()

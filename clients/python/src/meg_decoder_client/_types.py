@@ -47,6 +47,11 @@ class Decoding:
     age_ms: float
     model: str = ""  # "name@sha256-prefix" of the model that made it
     received_at: float = field(default=0.0, repr=False)  # time.monotonic() on arrival
+    # The instant the model takes as the image onset: the marker's for event-locked
+    # decodings; for continuous ones, where an onset would sit for this window (window_end
+    # - 1.0 s for -0.5..1.0 s windows): "had an image appeared then". Last, so positional
+    # construction from earlier versions keeps its meaning.
+    onset: float = 0.0
 
     @property
     def top1(self) -> Optional[str]:
@@ -73,6 +78,7 @@ class Decoding:
             repaired=d.repaired,
             age_ms=d.age_ms,
             model=d.model,
+            onset=d.onset,
             received_at=received_at,
         )
 
