@@ -413,11 +413,32 @@ fn service_preprocessing_matches_the_python_reference_of_the_contract() {
     // default (sinc) resampler and the low-latency causal one, whose anti-alias filter
     // and interpolation the reference must reproduce too.
     for (fs, resampler) in [(600.614, "sinc"), (600.614, "causal"), (1000.0, "causal"), (5000.0, "causal")] {
-        matches_the_python_reference(fs, resampler);
+        let (c, x32) = random_walks(fs);
+        matches_the_python_reference(fs, resampler, c, &x32);
+    }
+    // Real hardware's numbers: the CTF 275 recording's first 3 magnetometers as MNE reads
+    // them (tesla, with the system's DC offsets), looped to 10 s.
+    let script = r#"
+import sys, numpy as np, mne
+mne.set_log_level("error")  # stdout carries the samples
+raw = mne.io.read_raw_fif(sys.argv[1]).pick("mag")
+x = raw.get_data()[:3]
+x = np.tile(x, (1, int(np.ceil(10 * raw.info["sfreq"] / x.shape[1]))))
+sys.stdout.buffer.write(x.T.astype("<f4").tobytes())
+print(raw.info["sfreq"], file=sys.stderr)
+"#;
+    let path = common::repo().join("../shared/data/real-meg/ctf275_comp_raw.fif");
+    let out = Command::new(common::python()).args(["-c", script, path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fs: f64 = String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap().parse().unwrap();
+    let x32: Vec<f32> = out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    for resampler in ["sinc", "causal"] {
+        matches_the_python_reference(fs, resampler, 3, &x32);
     }
 }
 
-fn matches_the_python_reference(fs: f64, resampler: &str) {
+/// Three channels of random walks in tesla with a 50 Hz line and DC offsets, 10 s at `fs`.
+fn random_walks(fs: f64) -> (usize, Vec<f32>) {
     let (c, n) = (3usize, (fs * 10.0) as usize);
     let mut rng = 17u64;
     let mut next = || {
@@ -433,7 +454,13 @@ fn matches_the_python_reference(fs: f64, resampler: &str) {
                 + 1e-10 * (ch as f64 + 1.0);
         }
     }
-    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    (c, x.iter().map(|&v| v as f32).collect())
+}
+
+/// `x32` (sample-major, `c` = 3 channels) through the service's Preprocessor and through
+/// models/contract.py's `preprocess`: the same model-rate numbers to 1e-4 of the RMS.
+fn matches_the_python_reference(fs: f64, resampler: &str, c: usize, x32: &[f32]) {
+    let n = x32.len() / c;
     let names = ["A1", "A2", "A3"];
     let meta: HashMap<String, String> = [
         ("meg_decoder.contract", "1"),

@@ -229,6 +229,22 @@ class Run:
         time.sleep(1.5)
         self.sim.check()
 
+    def measure_target(self, row, kind, hop, tag, measure):
+        """Starts `kind` at `hop`, adds `measure(child, addr)`'s figures to `row` (or the
+        error), stops it; True when measured."""
+        child = None
+        try:
+            child, addr = self.start_target(kind, hop, tag)
+            row.update(measure(child, addr))
+            return True
+        except RuntimeError as e:
+            row["error"] = str(e)
+            print(f"  failed: {e}", flush=True)
+            return False
+        finally:
+            if child:
+                child.stop()
+
     def start_target(self, kind, hop, tag):
         addr = f"127.0.0.1:{free_port()}"
         if kind == "service":
@@ -302,16 +318,8 @@ class Run:
                 print(f"[sweep] {kind}, hop {hop} s ...", flush=True)
                 row = {"target": kind, "hop_s": hop, "effective_hop_s": self.effective_hop(hop),
                        "expected_rate_hz": 1 / self.effective_hop(hop)}
-                child = None
-                try:
-                    child, addr = self.start_target(kind, hop, f"hop{hop}")
-                    row.update(self.subscribe(child, addr, 1, self.p["measure_s"]))
-                except RuntimeError as e:
-                    row["error"] = str(e)
-                    print(f"  failed: {e}", flush=True)
-                finally:
-                    if child:
-                        child.stop()
+                self.measure_target(row, kind, hop, f"hop{hop}",
+                                    lambda child, addr: self.subscribe(child, addr, 1, self.p["measure_s"]))
                 rows.append(row)
                 if "error" not in row:
                     c = row["client"]
@@ -348,10 +356,9 @@ class Run:
         rows = []
         for kind in kinds:
             print(f"[ingest] {kind}, 306 ch x {rate} Hz, hop {INGEST_HOP} s ...", flush=True)
-            child = None
             row = {"target": kind, "rate_hz": rate, "hop_s": INGEST_HOP}
-            try:
-                child, addr = self.start_target(kind, INGEST_HOP, f"ingest{rate}")
+
+            def ingest(child, addr, kind=kind):
                 status = Status(addr)
                 try:
                     deadline = time.monotonic() + 30
@@ -367,17 +374,13 @@ class Run:
                     status.close()
                 child.check()
                 d = delta(s0, s1)
-                row.update(interval_s=t1 - t0, cpu_pct=100 * (c1 - c0) / (t1 - t0),
-                           samples_per_s=d["samples"] / (t1 - t0), gaps=d["gaps"], missing=d["missing"],
-                           simulator_cpu_pct=100 * (sim1 - sim0) / (t1 - t0))
+                return dict(interval_s=t1 - t0, cpu_pct=100 * (c1 - c0) / (t1 - t0),
+                            samples_per_s=d["samples"] / (t1 - t0), gaps=d["gaps"], missing=d["missing"],
+                            simulator_cpu_pct=100 * (sim1 - sim0) / (t1 - t0))
+
+            if self.measure_target(row, kind, INGEST_HOP, f"ingest{rate}", ingest):
                 print(f"  CPU {row['cpu_pct']:.1f}% of a core, {row['samples_per_s']:.0f} samples/s received",
                       flush=True)
-            except RuntimeError as e:
-                row["error"] = str(e)
-                print(f"  failed: {e}", flush=True)
-            finally:
-                if child:
-                    child.stop()
             rows.append(row)
         return rows
 

@@ -385,7 +385,7 @@ impl DecoderCore {
                     format!(", group delay compensated ({:.1} ms)", self.pre.delay_compensation_s() * 1e3)
                 }
             },
-            self.pre.resampling_summary()
+            super::preprocess::resampling_summary(&self.contract, self.pre.stream_rate())
         )
     }
     /// Whether a marker stream feeds this core. Without one, trigger/photodiode onsets are

@@ -292,8 +292,6 @@ pub struct Preprocessor {
     clock: SampleClock,
     /// Seconds subtracted from output times (zero-phase models: the filters' delay).
     delay_s: f64,
-    /// The resampling, in words (profile, look-ahead, anti-alias delay).
-    resampling: String,
     /// Input samples after a (re)start before outputs count as settled.
     settle_inputs: f64,
     settle_s: f64,
@@ -344,7 +342,6 @@ impl Preprocessor {
             contract.settle_s.unwrap_or_else(|| settle_time_s(&sos, stream_rate, SETTLE_ENERGY, MAX_DEFAULT_SETTLE_S));
         let resampler =
             Resampler::with_kernel(c, stream_rate, contract.sample_rate, resampling_kernel(contract, stream_rate));
-        let resampling = resampling_summary(contract, stream_rate);
         Ok(Self {
             settle_inputs: settle_s * stream_rate + resampler.kernel().half_width,
             settle_s,
@@ -352,7 +349,6 @@ impl Preprocessor {
             resampler,
             clock: SampleClock::new(stream_rate),
             delay_s,
-            resampling,
             map,
             fin: stream_rate,
             fout: contract.sample_rate,
@@ -369,9 +365,9 @@ impl Preprocessor {
         self.resampler.latency_s(self.fin)
     }
 
-    /// The resampling, in words (for status, logs and `inspect-model`).
-    pub fn resampling_summary(&self) -> &str {
-        &self.resampling
+    /// The stream's nominal rate this preprocessor was designed for (Hz).
+    pub fn stream_rate(&self) -> f64 {
+        self.fin
     }
 
     /// Seconds by which output times are moved back to undo the causal filters' group

@@ -98,6 +98,18 @@ fn histogram(
         .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
 }
 
+/// A per-stream counter: name, help, and its value in a stream's snapshot.
+type StreamCounter = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+
+/// The per-stream counters.
+const STREAM_COUNTERS: [StreamCounter; 5] = [
+    ("megdecoder_samples", "Samples received per stream.", |x| x.samples),
+    ("megdecoder_gaps", "Gaps detected per stream.", |x| x.gaps),
+    ("megdecoder_missing_samples", "Samples missing in gaps.", |x| x.missing_samples),
+    ("megdecoder_reconnects", "Source reconnections.", |x| x.reconnects),
+    ("megdecoder_non_finite_samples", "Samples with NaN/Inf.", |x| x.non_finite_samples),
+];
+
 /// One sample per stream, labelled with the stream's (escaped) name.
 fn per_stream<T>(streams: &[(String, StatsSnapshot)], f: fn(&StatsSnapshot) -> T) -> Vec<(Label<'_>, T)> {
     streams.iter().map(|(n, x)| (Some(("stream", n.as_str())), f(x))).collect()
@@ -109,21 +121,9 @@ impl Collector for Live {
         let streams: Vec<(String, StatsSnapshot)> =
             s.streams.iter().map(|h| (label_value(&h.description.name), h.stats.snapshot())).collect();
         let e = &mut enc;
-        counter(e, "megdecoder_samples", "Samples received per stream.", &per_stream(&streams, |x| x.samples))?;
-        counter(e, "megdecoder_gaps", "Gaps detected per stream.", &per_stream(&streams, |x| x.gaps))?;
-        counter(
-            e,
-            "megdecoder_missing_samples",
-            "Samples missing in gaps.",
-            &per_stream(&streams, |x| x.missing_samples),
-        )?;
-        counter(e, "megdecoder_reconnects", "Source reconnections.", &per_stream(&streams, |x| x.reconnects))?;
-        counter(
-            e,
-            "megdecoder_non_finite_samples",
-            "Samples with NaN/Inf.",
-            &per_stream(&streams, |x| x.non_finite_samples),
-        )?;
+        for (name, help, value) in STREAM_COUNTERS {
+            counter(e, name, help, &per_stream(&streams, value))?;
+        }
         gauge(
             e,
             "megdecoder_stream_lag_seconds",
