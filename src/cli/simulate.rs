@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use meg_decoder::lsl::ChannelFormat;
-use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig, Stamping};
+use meg_decoder::simulate::{self, EvokedWorld, LayoutKind, SimulatorConfig, Stamping, StimulusSet};
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -41,12 +41,19 @@ pub struct SimulateArgs {
     /// Publish a marker stream (type=Markers) with this name.
     #[arg(long)]
     pub markers: Option<String>,
-    /// Mean seconds between stimulus onsets.
-    #[arg(long, default_value_t = 1.0)]
-    pub isi: f64,
-    /// Onsets vary by up to this many seconds either way.
-    #[arg(long, default_value_t = 0.2)]
-    pub isi_jitter: f64,
+    /// Mean seconds between stimulus onsets [default: the world's isi_s with --model,
+    /// else 1.5, THINGS-MEG's onset asynchrony].
+    #[arg(long)]
+    pub isi: Option<f64>,
+    /// Onsets vary uniformly by up to this many seconds either way [default: the world's
+    /// isi_jitter_s with --model, else 0.2].
+    #[arg(long)]
+    pub isi_jitter: Option<f64>,
+    /// Which of the model's images to show, each once per shuffled cycle: all, held-out
+    /// (the world's held_out.txt: never trained on), or training (the rest, minus
+    /// validation.txt). held-out and training need a world that names its held-out images.
+    #[arg(long, value_enum, default_value = "all")]
+    pub stimuli: StimulusSet,
     /// Model directory whose `world/` and `gallery/` define the brain's responses to the
     /// announced images (e.g. models/demo).
     #[arg(long)]
@@ -89,6 +96,10 @@ pub struct SimulateArgs {
     pub marker_jitter: f64,
 }
 
+/// Onset asynchrony without a world: THINGS-MEG's (0.5 s image, 1.0 +- 0.2 s fixation).
+const DEFAULT_ISI_S: f64 = 1.5;
+const DEFAULT_ISI_JITTER_S: f64 = 0.2;
+
 pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
     let world = match &a.model {
         Some(dir) => Some(Arc::new(
@@ -107,8 +118,9 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
         noise_level: a.noise,
         line_freq: a.line_freq,
         marker_stream: a.markers,
-        isi_s: a.isi,
-        isi_jitter_s: a.isi_jitter,
+        isi_s: a.isi.unwrap_or(world.as_ref().map_or(DEFAULT_ISI_S, |w| w.isi_s)),
+        isi_jitter_s: a.isi_jitter.unwrap_or(world.as_ref().map_or(DEFAULT_ISI_JITTER_S, |w| w.isi_jitter_s)),
+        stimuli: a.stimuli,
         world,
         response_gain: a.response_gain,
         counter_channel: a.counter,
@@ -134,6 +146,9 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
         cfg.format.as_str(),
         cfg.marker_stream.as_ref().map(|m| format!(" with markers '{m}'")).unwrap_or_default()
     );
+    if cfg.world.is_some() {
+        tracing::info!("stimuli: {}, onsets every {} +- {} s", cfg.stimuli.as_str(), cfg.isi_s, cfg.isi_jitter_s);
+    }
     let report = simulate::run(&cfg, &stop)?;
     tracing::info!("simulator stopped after {} samples and {} markers", report.samples, report.markers);
     Ok(())

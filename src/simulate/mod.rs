@@ -4,7 +4,11 @@
 //! Channels come from a real layout ([`SensorLayout`]: Neuromag 306 or CTF 272), noise
 //! from [`SensorNoise`] (1/f, alpha, line noise), and, when an [`EvokedWorld`] is loaded
 //! from a model directory, every announced image adds the brain response that the demo
-//! model was trained to decode. Samples are paced in real time on the LSL clock.
+//! model was trained to decode. A v2 world also makes the trials vary (each response
+//! delayed and scaled by its own draw, while markers keep the true onset), adds spatially
+//! correlated brain noise, blinks and heartbeats ([`NoiseModel`]), and names held-out
+//! images, so a run can show only images the model never trained on ([`StimulusSet`]).
+//! Samples are paced in real time on the LSL clock.
 //!
 //! It can behave like hardware, so the service is tested against what real systems do:
 //! a true rate off the announced one (`true_rate`, `drift_ppm`), chunks stamped when they
@@ -17,6 +21,7 @@ mod layout;
 mod noise;
 mod world;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +29,13 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 
 pub use layout::{LayoutKind, Sensor, SensorLayout};
-pub use noise::SensorNoise;
+pub use noise::{
+    cardiac_waveform, Blinks, Cardiac, NoiseModel, SensorNoise, BLINK_MIN_INTERVAL_S, DEFAULT_SENSOR_PINK,
+    MIN_BEAT_INTERVAL_S,
+};
 pub use world::{ActiveStimulus, EvokedWorld};
 
 use crate::lsl::{self, ChannelFormat, MarkerOutlet, Outlet, StreamInfo};
@@ -47,12 +56,16 @@ pub struct SimulatorConfig {
     pub line_freq: f64,
     /// Also publish a marker stream with this name.
     pub marker_stream: Option<String>,
-    /// Seconds between stimulus onsets (mean).
+    /// Mean seconds from one stimulus onset to the next (THINGS-MEG: 1.5 s, a 0.5 s image
+    /// and a 1.0 +- 0.2 s fixation).
     pub isi_s: f64,
-    /// Onsets vary by up to this many seconds either way (THINGS-MEG: 0.2).
+    /// Onsets vary uniformly by up to this many seconds either way (THINGS-MEG: 0.2).
     pub isi_jitter_s: f64,
     /// Brain responses to the stimuli (from a model directory).
     pub world: Option<Arc<EvokedWorld>>,
+    /// Which of the world's images are shown (`HeldOut` and `Training` need a world with
+    /// `held_out.txt`).
+    pub stimuli: StimulusSet,
     /// Multiplies the evoked responses.
     pub response_gain: f32,
     /// Replace channel 0 with the sample counter (0, 1, 2, ...) so a receiver can check
@@ -93,6 +106,30 @@ pub enum Stamping {
     Push,
 }
 
+/// Which images a simulated session shows. Each is shown once, in a shuffled order, before
+/// any is shown again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "kebab-case")]
+pub enum StimulusSet {
+    /// Every gallery image.
+    #[default]
+    All,
+    /// The world's test images (`held_out.txt`), never trained on.
+    HeldOut,
+    /// The gallery minus the held-out and validation images.
+    Training,
+}
+
+impl StimulusSet {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::HeldOut => "held-out",
+            Self::Training => "training",
+        }
+    }
+}
+
 /// Label of the simulated trigger channel.
 pub const TRIGGER_LABEL: &str = "STI 014";
 /// Label of the simulated photodiode channel.
@@ -118,9 +155,10 @@ impl Default for SimulatorConfig {
             noise_level: 1.0,
             line_freq: 50.0,
             marker_stream: None,
-            isi_s: 1.0,
+            isi_s: 1.5,
             isi_jitter_s: 0.2,
             world: None,
+            stimuli: StimulusSet::All,
             response_gain: 1.0,
             counter_channel: false,
             duration_s: None,
@@ -193,9 +231,19 @@ pub struct SignalSource {
     world: Option<Arc<EvokedWorld>>,
     gain: f32,
     rng: SmallRng,
+    /// Draws each trial's latency and amplitude (its own generator: a world's jitter
+    /// leaves the stimulus order and onsets of a seed unchanged).
+    trial_rng: SmallRng,
+    /// The images this session shows.
+    pool: Vec<usize>,
     order: Vec<usize>,
     drive: Vec<f32>,
     active: Vec<ActiveStimulus>,
+    /// Onsets scheduled ahead (a response may start before its onset), not yet reported.
+    pending: VecDeque<Onset>,
+    /// Samples ahead of a chunk's end that onsets are scheduled: the earliest a jittered
+    /// response can start before its onset.
+    lead: f64,
     isi_samples: f64,
     jitter_samples: f64,
     next_onset: f64,
@@ -243,6 +291,23 @@ impl SignalSource {
                 w.layout
             );
         }
+        anyhow::ensure!(
+            cfg.isi_s.is_finite() && cfg.isi_s > 0.0 && cfg.isi_jitter_s.is_finite(),
+            "the stimulus onset asynchrony must be a positive number of seconds (THINGS-MEG: --isi 1.5 --isi-jitter 0.2), got {} +- {}",
+            cfg.isi_s,
+            cfg.isi_jitter_s
+        );
+        let pool = match &cfg.world {
+            Some(w) => w.stimulus_set(cfg.stimuli)?,
+            None => {
+                anyhow::ensure!(
+                    cfg.stimuli == StimulusSet::All,
+                    "--stimuli {} needs a model with a world (--model DIR) that names its held-out images",
+                    cfg.stimuli.as_str()
+                );
+                Vec::new()
+            }
+        };
         let isi_samples = (cfg.isi_s * cfg.srate).max(1.0);
         anyhow::ensure!(
             cfg.dc_offset.is_finite() && cfg.dc_offset.abs() < 1.0,
@@ -271,15 +336,26 @@ impl SignalSource {
             pulse: cfg.onset_pulse,
             marks: Vec::new(),
             scratch: Vec::new(),
-            noise: SensorNoise::new(&layout, cfg.srate, cfg.line_freq, cfg.noise_level, cfg.seed),
+            noise: SensorNoise::new(
+                &layout,
+                cfg.srate,
+                cfg.line_freq,
+                cfg.noise_level,
+                cfg.seed,
+                cfg.world.as_ref().map(|w| &w.noise),
+            ),
             layout,
             srate: cfg.srate,
             world: cfg.world.clone(),
             gain: cfg.response_gain,
             rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5eed),
+            trial_rng: SmallRng::seed_from_u64(cfg.seed ^ 0x7e1a1),
+            pool,
             order: Vec::new(),
             drive: vec![0.0; cfg.world.as_ref().map_or(0, |w| w.latent_dim)],
             active: Vec::with_capacity(16),
+            pending: VecDeque::with_capacity(8),
+            lead: cfg.world.as_ref().map_or(0.0, |w| (3.0 * w.latency_jitter_s * cfg.srate).ceil()),
             isi_samples,
             jitter_samples: cfg.isi_jitter_s.max(0.0) * cfg.srate,
             next_onset: isi_samples,
@@ -309,11 +385,13 @@ impl SignalSource {
         let rows = if width == c { &mut out[..len * c] } else { &mut scratch[..] };
         self.noise.fill(rows, len);
         let end = (self.n + len as u64) as f64;
-        while self.next_onset < end {
+        // Onsets are scheduled `lead` samples ahead so that a response jittered earlier
+        // than its onset starts on time; each is reported in the chunk that contains it.
+        while self.next_onset < end + self.lead {
             let stimulus = match &self.world {
-                Some(w) => {
+                Some(_) => {
                     if self.order.is_empty() {
-                        self.order = (0..w.stimuli.len()).collect();
+                        self.order.clone_from(&self.pool);
                         self.order.shuffle(&mut self.rng);
                     }
                     self.order.pop()
@@ -326,10 +404,19 @@ impl SignalSource {
             };
             self.onsets += 1;
             self.marks.push((self.next_onset, stimulus.map_or(1, |s| (s % 250) as u32 + 1)));
-            if let Some(s) = stimulus {
-                self.active.push(ActiveStimulus { stimulus: s, onset_sample: self.next_onset });
+            if let (Some(s), Some(w)) = (stimulus, &self.world) {
+                let mut trial = ActiveStimulus::new(s, self.next_onset);
+                if w.has_trial_jitter() {
+                    // The brain's variability: the onset (markers, trigger) stays put.
+                    let z_lat: f64 = self.trial_rng.sample(StandardNormal);
+                    let z_amp: f64 = self.trial_rng.sample(StandardNormal);
+                    trial.latency_s = w.latency_jitter_s * z_lat.clamp(-3.0, 3.0);
+                    let sd = w.amplitude_jitter;
+                    trial.amplitude = (sd * z_amp - 0.5 * sd * sd).exp() as f32;
+                }
+                self.active.push(trial);
             }
-            onsets.push(Onset { sample: self.next_onset, stimulus, text });
+            self.pending.push_back(Onset { sample: self.next_onset, stimulus, text });
             let jitter = if self.jitter_samples > 0.0 {
                 self.rng.random_range(-self.jitter_samples..self.jitter_samples)
             } else {
@@ -337,10 +424,14 @@ impl SignalSource {
             };
             self.next_onset += (self.isi_samples + jitter).round().max(1.0);
         }
+        while self.pending.front().is_some_and(|o| o.sample < end) {
+            onsets.extend(self.pending.pop_front());
+        }
         if let Some(w) = &self.world {
             let dur = w.response_duration() * self.srate;
             let n = self.n as f64;
-            self.active.retain(|a| n < a.onset_sample + dur);
+            let srate = self.srate;
+            self.active.retain(|a| n < a.onset_sample + a.latency_s * srate + dur);
             w.add_responses(rows, self.n, self.srate, &self.active, &mut self.drive, self.gain);
         }
         let n0 = self.n as f64;
