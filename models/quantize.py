@@ -220,35 +220,15 @@ def real_windows(meta, n, seed, real, fs_real):
 
 
 def world_trials(model_dir, meta, reps, seed):
-    """Held-out trials of the demo world (models/build_demo.py's simulator and split, as
-    models/train_brain_module.py evaluates): windows, the shown image's gallery row, and
-    the held-out images' gallery rows."""
-    from scipy import signal
-
+    """Held-out trials of the demo world (models/build_demo.py's World and its test split):
+    windows, the shown image's gallery row, and the held-out images' gallery rows."""
     import build_demo as bd
 
-    world = pathlib.Path(model_dir) / "world"
-    feats = np.load(world / "features.npy")
-    pats = np.load(world / "patterns.npy").astype(np.float64)
-    kers = np.load(world / "kernels.npy").astype(np.float64)
-    _, kind, xy = bd.load_layout()
-    # held_out_split of train_brain_module.py (replays build_demo's draws), without torch
-    rng0 = np.random.default_rng(7)
-    rows = bd.stimuli(rng0)
-    f = bd.features(rows)
-    rng0.standard_normal((32, f.shape[1]))
-    bd.world_patterns(rng0, kind, xy, f.shape[1])
-    test_imgs = rng0.permutation(len(rows))[:48]
+    world = bd.World.load(model_dir)
     center, scale = np.array(meta["scaler_center"]), np.array(meta["scaler_scale"])
     rng = np.random.default_rng(seed)
-    sos = signal.butter(4, [0.1, 40.0], "bandpass", fs=bd.FS_IN, output="sos")
-    order = np.concatenate([rng.permutation(test_imgs) for _ in range(reps)])
-    eps = []
-    for b in range(0, len(order), 96):
-        block = order[b:b + 96]
-        x, onsets = bd.simulate_block(rng, block, feats, pats, kers, kind, xy, 1.0)
-        eps.append(bd.finish(bd.epochs(bd.preprocess(x, sos), onsets), center, scale).astype(np.float32))
-    return np.concatenate(eps), order, test_imgs
+    eps, order = bd.trials(rng, world, world.test, reps)
+    return bd.finish(eps["sinc"][0.0], center, scale), order, world.test
 
 
 # --------------------------------------------------------------------------- running
@@ -506,7 +486,8 @@ def per_window(model):
 
     g = model.graph
     ins = {i.name for i in g.input}
-    ren = {n: "window/" + n for n in list(ins) + ["embedding"]}
+    outs = [o.name for o in g.output]  # embedding, and embedding_mse where the model has an MSE head
+    ren = {n: "window/" + n for n in list(ins) + outs}
     nodes = []
     for n in g.node:
         m = onnx.NodeProto()
@@ -525,13 +506,13 @@ def per_window(model):
         dims = [d.dim_value if d.dim_value else d.dim_param for d in src.type.tensor_type.shape.dim][1:]
         body_in.append(helper.make_tensor_value_info("slice/" + name, elem, dims))
         pre.append(helper.make_node("Unsqueeze", ["slice/" + name, "window/axes"], [ren[name]], name="window/unsqueeze_" + name))
-    out = g.output[0]
-    dim = [d.dim_value if d.dim_value else d.dim_param for d in out.type.tensor_type.shape.dim][1:]
-    post = [helper.make_node("Squeeze", [ren["embedding"], "window/axes"], ["slice/embedding"], name="window/squeeze")]
-    body = helper.make_graph(pre + nodes + post, "window", body_in,
-                             [helper.make_tensor_value_info("slice/embedding", TensorProto.FLOAT, dim)],
-                             list(g.initializer) + [axes])
-    scan = helper.make_node("Scan", order, ["embedding"], num_scan_inputs=len(order), body=body, name="per_window")
+    post, body_out = [], []
+    for o in g.output:
+        dim = [d.dim_value if d.dim_value else d.dim_param for d in o.type.tensor_type.shape.dim][1:]
+        post.append(helper.make_node("Squeeze", [ren[o.name], "window/axes"], ["slice/" + o.name], name="window/squeeze_" + o.name))
+        body_out.append(helper.make_tensor_value_info("slice/" + o.name, TensorProto.FLOAT, dim))
+    body = helper.make_graph(pre + nodes + post, "window", body_in, body_out, list(g.initializer) + [axes])
+    scan = helper.make_node("Scan", order, outs, num_scan_inputs=len(order), body=body, name="per_window")
     main = helper.make_graph([scan], g.name, list(g.input), list(g.output))
     new = helper.make_model(main, opset_imports=model.opset_import, producer_name=model.producer_name)
     new.ir_version = model.ir_version
@@ -650,7 +631,7 @@ def evaluate(ref, var, data, gallery):
         a, b = run(ref, x), run(var, x)
         c = cosine(a, b)
         res["world_cos"] = (len(x), float(c.min()), float(np.median(c)))
-        for name, bank_idx in (("48", test_imgs), ("240", np.arange(len(gallery)))):
+        for name, bank_idx in (("held_out", test_imgs), ("gallery", np.arange(len(gallery)))):
             bank = gallery[bank_idx]
             truth = np.array([np.where(bank_idx == l)[0][0] for l in lab])
             ta, tb = topk(a, bank), topk(b, bank)
@@ -713,9 +694,9 @@ def main():
                 continue
             cos = " | ".join(f"{r[k][1]:.4f} / {r[k][2]:.4f}" for k in ("sim", "real", "world_cos") if k in r)
             top = ""
-            if "top_48" in r:
-                t = r["top_48"]
-                top = f"48: {t['fp32_top5']:.3f}->{t['var_top5']:.3f}, same set {t['same_top5_set']:.3f}"
+            if "top_held_out" in r:
+                t = r["top_held_out"]
+                top = f"held-out: {t['fp32_top5']:.3f}->{t['var_top5']:.3f}, same set {t['same_top5_set']:.3f}"
             print(f"| {method} | {cal} | {excl} | {'+'.join(ops)} | {p.stat().st_size / 1e6:.1f} | "
                   f"{min(t_var, t_var2):.2f} ({min(t_ref, t_ref2):.2f}) | {cos} | {top} |", flush=True)
         return

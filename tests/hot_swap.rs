@@ -144,7 +144,7 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
             assert!(!e.message().contains(&root_path), "{m}: a server path in {}", e.message());
         }
         let before = client.get_status(proto::GetStatusRequest {}).await.unwrap().into_inner().model.unwrap();
-        assert!(before.id.starts_with("demo-brain-module-v1@") && before.switches == 0, "{before:?}");
+        assert!(before.id.starts_with("demo-brain-module-v2@") && before.switches == 0, "{before:?}");
 
         let r = client.load_model(load("b")).await.unwrap().into_inner();
         assert_eq!(r.previous, before.id);
@@ -175,7 +175,7 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
         (r.first_sequence, status)
     });
     let m = status.model.unwrap();
-    assert!(m.id.starts_with("demo-brain-module-v1@") && m.dir.ends_with("/a"), "{m:?}");
+    assert!(m.id.starts_with("demo-brain-module-v2@") && m.dir.ends_with("/a"), "{m:?}");
 
     // Decodings went on: no sequence number missing, none late, each model in its span.
     let seen = seen.lock().unwrap().clone();
@@ -185,9 +185,9 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
     assert!(gap < Duration::from_millis(500), "decodings stopped for {gap:?} around a switch");
     let models: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
     let switch_at = seqs.iter().position(|&s| s == first).expect("the new model's first decoding was received");
-    assert!(models[..switch_at].iter().all(|m| m.starts_with("demo-brain-module-v1@")));
+    assert!(models[..switch_at].iter().all(|m| m.starts_with("demo-brain-module-v2@")));
     assert!(models[switch_at].starts_with("demo-brain-b@"));
-    assert!(models.last().unwrap().starts_with("demo-brain-module-v1@"), "SIGHUP's model never decoded");
+    assert!(models.last().unwrap().starts_with("demo-brain-module-v2@"), "SIGHUP's model never decoded");
     assert_eq!(models.windows(2).filter(|w| w[0] != w[1]).count(), 2, "models switched exactly twice");
 
     // The recording marks both switches; its decodings name both models.
@@ -202,8 +202,8 @@ fn load_model_and_sighup_switch_models_without_losing_a_decoding() {
     assert_eq!(events[0]["event"], "model_switch");
     assert!(events[0]["to"].as_str().unwrap().starts_with("demo-brain-b@"));
     assert_eq!(events[0]["first_sequence"].as_u64(), Some(first));
-    assert!(events[1]["to"].as_str().unwrap().starts_with("demo-brain-module-v1@"));
+    assert!(events[1]["to"].as_str().unwrap().starts_with("demo-brain-module-v2@"));
     assert_eq!(v["models"].as_array().unwrap().len(), 2, "{v}");
     // sub-01's file started with model a, sub-02's (after LoadModel) with model b.
-    assert_eq!(v["header_models"], serde_json::json!(["demo-brain-module-v1", "demo-brain-b"]), "{v}");
+    assert_eq!(v["header_models"], serde_json::json!(["demo-brain-module-v2", "demo-brain-b"]), "{v}");
 }

@@ -21,7 +21,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== viewer: open http://127.0.0.1:$HTTP_PORT/ in a browser (from another machine: ssh -L $HTTP_PORT:127.0.0.1:$HTTP_PORT this-host)"
-echo "== meg-decoder demo: simulated Neuromag 306 MEG at 1000 Hz, an image every 1.0 +- 0.2 s"
+echo "== meg-decoder demo: simulated Neuromag 306 MEG at 1000 Hz, an image every isi_s +- isi_jitter_s of models/demo/world/world.json"
 echo "   (SIMULATED brain responses; see models/demo/REPORT.md). Logs in $OUT/."
 $BIN simulate --model models/demo --markers MEG-sim-markers > "$OUT/simulate.log" 2>&1 &
 pids+=($!)
@@ -35,7 +35,7 @@ for _ in $(seq 100); do
 done
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$HTTP_PORT) 2>/dev/null && break; sleep 0.1; done
 echo "== decoder up: gRPC on 127.0.0.1:$PORT, viewer on http://127.0.0.1:$HTTP_PORT/ (metrics: /metrics); subscribing"
-args=(client --addr http://127.0.0.1:$PORT --images "$OUT/images" --max-rate 1)
+args=(client --addr http://127.0.0.1:$PORT --images "$OUT/images" --max-rate 1 --held-out models/demo/world/held_out.txt)
 [ "$DURATION" != "0" ] && args+=(--duration "$DURATION")
 $BIN "${args[@]}" | tee "$OUT/decodings.txt"
 echo "== generated images in $OUT/images ($(ls "$OUT/images" | wc -l) files)"

@@ -34,7 +34,7 @@ def test_subscribe_status_and_dataframe(simulated):
         # The decoding's time is the LSL clock of this machine: it is recent.
         assert 0 <= pylsl.local_clock() - d.window_end < 2.0
         status = c.status()
-        assert status["model"]["name"] == "demo-brain-module-v1" and status["model"]["embedding_dim"] == 32
+        assert status["model"]["name"] == "demo-brain-module-v2" and status["model"]["embedding_dim"] == 32
         assert status["error"] == "" and int(status["pipeline"]["decoded"]) >= 40
         assert any(s["name"] == simulated["name"] and s["connected"] for s in status["streams"])
         df = mdc.to_dataframe(got)

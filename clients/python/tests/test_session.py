@@ -141,7 +141,7 @@ def test_read_session_gives_the_pushed_samples_markers_and_decodings(lsl_env, tm
         np.testing.assert_allclose(row["embedding"], d.embedding, rtol=1e-6)
     locked = dec[dec["mode"] == "event_locked"]
     assert set(locked["marker"]) <= {m for m, _ in marks} and len(locked) >= 4
-    assert s.metadata.get("model", {}).get("name") == "demo-brain-module-v1" or s.metadata
+    assert s.metadata.get("model", {}).get("name") == "demo-brain-module-v2" or s.metadata
     assert any(desc.startswith("decoding/event_locked/") for desc in raw.annotations.description)
     # Every decoding overlapping the recording is an annotation (windows clipped to it).
     n_dec = sum(d.startswith("decoding/") for d in raw.annotations.description)

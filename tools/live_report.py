@@ -1,0 +1,116 @@
+"""Scores a live run of tools/live_report.sh and writes the "Live" section of each model's
+REPORT.md (between `<!-- live:begin -->` and `<!-- live:end -->`, replaced on every run).
+
+    .venv/bin/python tools/live_report.py --out out/live demo demo-brain
+
+Per model, from `client --json --embedding` lines: the event-locked decodings of the
+simulated held-out stimuli; top-1/top-5 among the whole gallery (the service's own top-k)
+and among the held-out images (cosine of the decoding's embedding, as REPORT.md's offline
+single-trial figure); chance levels; and onset -> decoding at the client (received_at -
+onset, one LSL clock on one machine). SIMULATED data.
+"""
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def score_set(shown, bank, hpos):
+    """Hits of a list of event-locked decodings: among the gallery (the service's top-k)
+    and among the held-out images (from the embedding); onset -> arrival at the client."""
+    g1 = np.mean([d["top_k"][0]["image_id"] == d["marker"] for d in shown])
+    g5 = np.mean([any(h["image_id"] == d["marker"] for h in d["top_k"][:5]) for d in shown])
+    e = np.array([d["embedding"] for d in shown], dtype=np.float64)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    sim = e @ bank.T
+    truth = np.array([hpos[d["marker"]] for d in shown])
+    rank = (sim > sim[np.arange(len(shown)), truth][:, None]).sum(1)
+    lat = np.array([d["received_at"] - d["onset"] for d in shown]) * 1e3
+    return {"gallery": {"top1": float(g1), "top5": float(g5)},
+            "held_out": {"top1": float((rank < 1).mean()), "top5": float((rank < 5).mean())},
+            "window_end_after_onset_ms": float(np.median([d["window_end"] - d["onset"] for d in shown]) * 1e3),
+            "onset_to_decoding_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}}
+
+
+def score(lines, gallery_ids, emb, held_out, n):
+    """The first `n` stimuli whose every stage arrived: the final stage's figures, and
+    each stage's when the model decodes progressively."""
+    pos = {s: i for i, s in enumerate(gallery_ids)}
+    bank_rows = np.array([pos[s] for s in held_out])
+    bank = emb[bank_rows] / np.linalg.norm(emb[bank_rows], axis=1, keepdims=True)
+    hpos = {s: i for i, s in enumerate(held_out)}
+    locked = [d for d in lines if d["mode"] == "event_locked" and d["marker"]]
+    by_onset = {}
+    for d in locked:
+        by_onset.setdefault((d["marker"], round(d["onset"], 6)), []).append(d)
+    stages = max((d.get("stages", 1) or 1) for d in locked)
+    trials = [v for v in by_onset.values() if len(v) == stages and v[0]["marker"] in hpos][:n]
+    not_held_out = sum(1 for k in by_onset if k[0] not in hpos)
+    final = [v[-1] for v in trials]
+    out = {"stimuli": len(trials), "not_held_out": not_held_out, "stages": stages, "n_gallery": len(gallery_ids),
+           "n_held_out": len(held_out), "missed": int(sum(d["missed"] for d in lines)), **score_set(final, bank, hpos)}
+    if stages > 1:
+        out["per_stage"] = [score_set([v[i] for v in trials], bank, hpos) for i in range(stages)]
+    return out
+
+
+def section(model, r):
+    p = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    ng, nh = r["n_gallery"], r["n_held_out"]
+    lines = [
+        "<!-- live:begin -->",
+        "## Live (simulate -> serve -> client)", "",
+        f"`tools/live_report.sh` (`make models` runs it): `meg-decoder simulate --model models/demo --stimuli held-out` "
+        f"played held-out stimuli (SOA 1.5 +- 0.2 s) over LSL; `serve --model models/{model}` decoded each one "
+        f"event-locked; `client --json --embedding` received them ({r['missed']} missed); the first {r['stimuli']} "
+        "stimuli are scored. Single trials, SIMULATED data.", "",
+        "| among | top-1 | top-5 | chance top-1 / top-5 |", "|---|---|---|---|",
+        f"| all {ng} gallery images (the service's top-k) | {p(r['gallery']['top1'])} | {p(r['gallery']['top5'])} | {p(1 / ng)} / {p(5 / ng)} |",
+        f"| the {nh} held-out images (from the embedding) | {p(r['held_out']['top1'])} | {p(r['held_out']['top5'])} | {p(1 / nh)} / {p(5 / nh)} |",
+        "",
+        f"Onset to decoding at the client: p50 {r['onset_to_decoding_ms']['p50']:.0f} ms, p99 {r['onset_to_decoding_ms']['p99']:.0f} ms "
+        f"(the window ends {r['window_end_after_onset_ms']:.0f} ms after the onset).",
+    ]
+    if "per_stage" in r:
+        lines += ["", "Per progressive stage (the same stimuli):", "",
+                  "| stage | window ends after the onset | onset to decoding p50 / p99 | top-1 / top-5 among the held-out | among all |",
+                  "|---|---|---|---|---|"]
+        for i, st in enumerate(r["per_stage"]):
+            lines.append(f"| {i + 1} of {r['stages']} | {st['window_end_after_onset_ms']:.0f} ms | "
+                         f"{st['onset_to_decoding_ms']['p50']:.0f} / {st['onset_to_decoding_ms']['p99']:.0f} ms | "
+                         f"{p(st['held_out']['top1'])} / {p(st['held_out']['top5'])} | {p(st['gallery']['top1'])} / {p(st['gallery']['top5'])} |")
+    lines += ["<!-- live:end -->", ""]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="out/live")
+    ap.add_argument("-n", type=int, default=200, help="stimuli to score")
+    ap.add_argument("models", nargs="+")
+    a = ap.parse_args()
+    gal = ROOT / "models" / "demo" / "gallery"
+    ids = gal.joinpath("ids.txt").read_text().split()
+    emb = np.load(gal / "embeddings.npy")
+    held_out = (ROOT / "models" / "demo" / "world" / "held_out.txt").read_text().split()
+    results = {}
+    for m in a.models:
+        lines = [json.loads(l) for l in open(pathlib.Path(a.out) / f"decodings_{m}.jsonl") if l.strip()]
+        r = results[m] = score(lines, ids, emb, held_out, a.n)
+        rep = ROOT / "models" / m / "REPORT.md"
+        text = rep.read_text() if rep.exists() else ""
+        if "<!-- live:begin -->" in text:
+            head, rest = text.split("<!-- live:begin -->", 1)
+            text = head + section(m, r) + rest.split("<!-- live:end -->", 1)[1].lstrip("\n")
+        else:
+            text = text.rstrip("\n") + "\n\n" + section(m, r)
+        rep.write_text(text)
+        print(m, json.dumps(r))
+    (pathlib.Path(a.out) / "live.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
