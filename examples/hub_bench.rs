@@ -73,6 +73,8 @@ async fn round(addr: std::net::SocketAddr, hub: Arc<Hub>, subscribers: usize, se
             top_k: (0..5).map(|k| Hit { image_id: format!("img_{k:04}"), index: k, score: 0.9 }).collect(),
             repaired: false,
             model: std::sync::Arc::from("test@000000000000"),
+            stage: 0,
+            stages: 0,
         };
         hub.publish(Arc::new(d));
     }

@@ -40,7 +40,7 @@ impl App {
             execution_provider: cfg.model.execution_provider,
             warmup_runs: 3,
         };
-        let LoadedModel { encoder, gallery, generator, .. } = LoadedModel::load(&cfg.model.dir, &opts)?;
+        let LoadedModel { encoder, gallery, generator, stages, .. } = LoadedModel::load(&cfg.model.dir, &opts)?;
         let contract = encoder.contract().clone();
         tracing::info!("model {}", contract.summary());
 
@@ -96,7 +96,13 @@ impl App {
             keep_up: cfg.pipeline.keep_up,
             max_lag_s: cfg.pipeline.max_lag_s,
         };
-        let mut core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?;
+        let mut core =
+            DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?.with_stages(stages)?;
+        for (name, end) in core.stages() {
+            tracing::info!(
+                "progressive stage '{name}': event-locked decoding of the window ending {end:+.3} s after the onset"
+            );
+        }
         core.set_markers_expected(markers.is_some());
         tracing::info!("preprocessing: {}", core.preprocessing_summary());
         let hub = Hub::new(cfg.server.hub_capacity);

@@ -27,6 +27,8 @@ pub struct LoadedModel {
     pub encoder: Encoder,
     pub gallery: Option<Arc<Gallery>>,
     pub generator: Option<Generator>,
+    /// Progressive stages (`stages/*/encoder.onnx`), for [`DecoderCore::with_stages`].
+    pub stages: Vec<(String, Encoder)>,
 }
 
 impl LoadedModel {
@@ -41,7 +43,12 @@ impl LoadedModel {
             Some(p) => Some(Generator::load(p, encoder.contract().embedding_dim, opts)?),
             None => None,
         };
-        Ok(Self { dir: dir.to_path_buf(), encoder, gallery, generator })
+        let stages = model
+            .stages
+            .iter()
+            .map(|(name, p)| Ok((name.clone(), Encoder::load(p, opts)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self { dir: dir.to_path_buf(), encoder, gallery, generator, stages })
     }
 }
 
@@ -168,6 +175,7 @@ impl ModelSwitcher {
         })?;
         let sha = loaded.encoder.sha256().to_string();
         let mut core = DecoderCore::new(loaded.encoder, loaded.gallery.clone(), &self.stream, self.config.clone())
+            .and_then(|c| c.with_stages(loaded.stages))
             .map_err(|e| {
                 SwitchError::Rejected(self.hide_paths(format!(
                     "model {} cannot decode stream '{}': {e}",

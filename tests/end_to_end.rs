@@ -108,12 +108,33 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
     assert!(locked.len() >= 5, "{} event-locked decodings", locked.len());
     assert!(lines.windows(2).all(|w| w[1]["sequence"].as_u64() > w[0]["sequence"].as_u64()));
     for d in &locked {
-        // -0.5..+1.0 s around the onset: 181 samples at 120 Hz span 1.5 s (on the stream's
-        // fitted clock, which follows LSL's clock-offset updates: within a millisecond).
+        // models/demo decodes progressively: -0.5..+0.25 s, -0.5..+0.5 s, then the model's
+        // -0.5..+1.0 s around the onset (181 samples at 120 Hz span 1.5 s), on the stream's
+        // fitted clock, which follows LSL's clock-offset updates: within a millisecond.
         assert!(d["marker"].as_str().unwrap().starts_with("img_"));
-        assert!((d["window_end"].as_f64().unwrap() - d["window_start"].as_f64().unwrap() - 1.5).abs() < 1e-3);
+        let span = match (d["stage"].as_u64().unwrap(), d["stages"].as_u64().unwrap()) {
+            (1, 3) => 0.75,
+            (2, 3) => 1.0,
+            (3, 3) => 1.5,
+            other => panic!("stage {other:?}: models/demo has 3 stages"),
+        };
+        assert!((d["window_end"].as_f64().unwrap() - d["window_start"].as_f64().unwrap() - span).abs() < 1e-3, "{d}");
         assert!(d["latency_ms"].as_f64().unwrap() < 500.0);
     }
+    // Each marker's stages arrive in order, stage 1 first (the lines are in arrival order).
+    let in_order = locked
+        .iter()
+        .filter(|f| f["stage"] == 3)
+        .filter(|f| {
+            let seen: Vec<u64> = locked
+                .iter()
+                .filter(|d| d["marker"] == f["marker"] && d["onset"] == f["onset"])
+                .map(|d| d["stage"].as_u64().unwrap())
+                .collect();
+            seen == [1, 2, 3]
+        })
+        .count();
+    assert!(in_order >= 3, "{in_order} markers with stages 1, 2, 3 in order");
     // Continuous windows end at the newest sample: latency is the resampler's ~50 ms plus little.
     let mut lat: Vec<f64> = cont.iter().map(|d| d["latency_ms"].as_f64().unwrap()).collect();
     lat.sort_by(f64::total_cmp);

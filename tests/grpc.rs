@@ -69,6 +69,8 @@ fn decoding(seq: u64, mode: DecodeMode, dim: usize) -> Arc<Decoding> {
         top_k: vec![Hit { image_id: "img_0001".into(), index: 1, score: 0.5 }],
         repaired: false,
         model: std::sync::Arc::from("test@000000000000"),
+        stage: 0,
+        stages: 0,
     })
 }
 

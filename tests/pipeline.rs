@@ -35,11 +35,27 @@ fn sim_config(seed: u64) -> SimulatorConfig {
         world: Some(Arc::new(EvokedWorld::load(&demo()).unwrap())),
         seed,
         srate: 1000.0,
+        // More trials per rendered second than THINGS-MEG's 1.5 s (the default).
+        isi_s: 1.0,
         ..Default::default()
     }
 }
 
-/// Runs the core over `rows` in chunks of `chunk` samples.
+/// Evoked gain of the accuracy probes below. The demo world is calibrated so that single
+/// trials are hard (models/demo/REPORT.md: the ridge baseline's single-trial top-5 among
+/// the 200 held-out images is 18 %, chance 2.5 %; among the service's whole gallery of
+/// 1000 it is lower still), too hard for 40 trials to tell a working chain from a broken
+/// one. At 8x the evoked gain the same model names about a quarter to a third of single
+/// held-out trials in its top 5 among all 1000 images (chance 0.5 %), so a train/serve
+/// mismatch (a filter, the resampler, the scaler, an offset of the window) shows as a
+/// collapse to chance. A probe of the chain, not an accuracy figure.
+const PROBE_GAIN: f32 = 8.0;
+
+/// The demo world showing only its held-out images (never trained on) at [`PROBE_GAIN`].
+fn probe_config(seed: u64) -> SimulatorConfig {
+    SimulatorConfig { response_gain: PROBE_GAIN, stimuli: simulate::StimulusSet::HeldOut, ..sim_config(seed) }
+}
+
 /// Runs the core with `enc` over `rows` in chunks of `chunk` samples.
 fn decode_with(
     enc: Encoder,
@@ -51,20 +67,110 @@ fn decode_with(
     pc: PipelineConfig,
 ) -> (Vec<Decoding>, DecoderCore) {
     let mut core = DecoderCore::new(enc, Some(gallery()), &simulate::stream_description(cfg), pc).unwrap();
+    let out = feed(&mut core, rows, ts, markers, chunk).into_iter().map(|(d, _)| d).collect();
+    (out, core)
+}
+
+/// Feeds `rows` to `core` in chunks of `chunk` samples, markers as their onset is
+/// sampled (as from a live marker stream): each decoding with the number of samples fed
+/// when it was emitted.
+fn feed(core: &mut DecoderCore, rows: &[f32], ts: &[f64], markers: &[Marker], chunk: usize) -> Vec<(Decoding, usize)> {
     let c = 306;
     let seg = vec![0u32; ts.len()];
     let mut out = Vec::new();
     let mut next_marker = 0;
     for start in (0..ts.len()).step_by(chunk) {
         let end = (start + chunk).min(ts.len());
-        // Markers arrive when their onset has been sampled, as from a live marker stream.
         while next_marker < markers.len() && markers[next_marker].timestamp <= ts[end - 1] {
             core.push_marker(markers[next_marker].clone());
             next_marker += 1;
         }
-        core.push_samples(&rows[start * c..end * c], &ts[start..end], &seg[start..end], &|| 0.0, &mut |d| out.push(d));
+        core.push_samples(&rows[start * c..end * c], &ts[start..end], &seg[start..end], &|| 0.0, &mut |d| {
+            out.push((d, end))
+        });
     }
-    (out, core)
+    out
+}
+
+/// Progressive decoding with models/demo's stages (`stages/s250`: -0.5..+0.25 s,
+/// `stages/s500`: -0.5..+0.5 s; models/build_stages.py): every marker is decoded three
+/// times, stage 1 first and as soon as its window is in (about 0.3 s of stream after the
+/// onset: the window and the resampler's 50 ms look-ahead), the model's own window last;
+/// all three carry the marker and say their stage; the stages decode the shown images
+/// (at the probe gain) far above chance. A stage that does not share the model's
+/// preprocessing is refused.
+#[test]
+fn progressive_stages_decode_each_marker_first_on_the_shortest_window() {
+    let cfg = probe_config(14);
+    let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
+    let dir = ModelDir::open(&demo()).unwrap();
+    let names: Vec<&str> = dir.stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["s250", "s500"]);
+    let load = || -> Vec<(String, Encoder)> {
+        dir.stages.iter().map(|(n, p)| (n.clone(), Encoder::load(p, &EncoderOptions::default()).unwrap())).collect()
+    };
+    let pc = PipelineConfig { hop_s: None, ..Default::default() };
+    let desc = simulate::stream_description(&cfg);
+    let mut core =
+        DecoderCore::new(encoder(), Some(gallery()), &desc, pc.clone()).unwrap().with_stages(load()).unwrap();
+    let ends: Vec<f64> = core.stages().iter().map(|(_, e)| *e).collect();
+    assert!((ends[0] - 0.25).abs() < 1e-9 && (ends[1] - 0.5).abs() < 1e-9, "{ends:?}");
+    let out = feed(&mut core, &rows, &ts, &markers, 10);
+    let mut by_marker: std::collections::BTreeMap<String, Vec<&(Decoding, usize)>> = Default::default();
+    for o in &out {
+        let m = o.0.marker.as_ref().expect("event-locked only");
+        by_marker.entry(format!("{:.6} {}", m.timestamp, m.text)).or_default().push(o);
+    }
+    let complete: Vec<_> = by_marker.values().filter(|v| v.len() == 3).collect();
+    assert!(complete.len() >= 35, "{} markers decoded at all 3 stages of {}", complete.len(), by_marker.len());
+    for v in &complete {
+        let stages: Vec<(u32, u32)> = v.iter().map(|(d, _)| (d.stage, d.stages)).collect();
+        assert_eq!(stages, [(1, 3), (2, 3), (3, 3)], "stages in emission order");
+        let onset = v[0].0.marker.as_ref().unwrap().timestamp;
+        // Stage 1 is emitted once its window (to +0.25 s) and the resampler's look-ahead
+        // are in: in the first 10-sample chunk after onset + 0.30 s, long before the model's window.
+        let fed_at = |i: usize| ts[v[i].1 - 1] - onset;
+        assert!(fed_at(0) > 0.25 && fed_at(0) < 0.32, "stage 1 emitted {:.3} s after the onset", fed_at(0));
+        assert!(fed_at(1) > 0.5 && fed_at(1) < 0.57, "stage 2 emitted {:.3} s after the onset", fed_at(1));
+        assert!(fed_at(2) > 1.0, "stage 3 emitted {:.3} s after the onset", fed_at(2));
+        for (d, _) in v.iter() {
+            assert_eq!(d.onset, onset);
+            assert!((d.window_start - (onset - 0.5)).abs() < 0.005);
+        }
+        assert!(
+            (v[0].0.window_end - (onset + 0.25)).abs() < 0.005 && (v[2].0.window_end - (onset + 1.0)).abs() < 0.005
+        );
+    }
+    let hits = |stage: u32| {
+        let s: Vec<&Decoding> = out.iter().map(|(d, _)| d).filter(|d| d.stage == stage).collect();
+        let n = s
+            .iter()
+            .filter(|d| d.top_k.iter().take(5).any(|h| Some(&h.image_id) == d.marker.as_ref().map(|m| &m.text)))
+            .count();
+        n as f64 / s.len() as f64
+    };
+    eprintln!(
+        "top-5 among 1000 at {PROBE_GAIN}x gain over {} markers: stage 1 {:.2}, stage 2 {:.2}, stage 3 {:.2} (chance 0.005)",
+        complete.len(),
+        hits(1),
+        hits(2),
+        hits(3)
+    );
+    assert!(hits(1) > 0.1 && hits(3) > 0.15, "stage 1 {}, stage 3 {}", hits(1), hits(3));
+
+    // The proto says what the stage fields mean to a subscriber.
+    let proto = std::fs::read_to_string(common::repo().join("proto/megdecoder/v1/decoder.proto")).unwrap();
+    let doc_before = |field: &str| {
+        let at = proto.find(field).unwrap_or_else(|| panic!("{field} not in the proto"));
+        proto[..at].trim_end().lines().last().is_some_and(|l| l.trim_start().starts_with("//"))
+    };
+    assert!(doc_before("uint32 stage = 19;") && doc_before("uint32 stages = 20;"), "undocumented stage fields");
+    assert!(proto.contains("replaces the earlier guess"));
+
+    // Another model with the same window as this one cannot be its stage: refused, with the reason.
+    let brain = vec![("other".to_string(), brain_encoder())];
+    let e = DecoderCore::new(encoder(), Some(gallery()), &desc, pc).unwrap().with_stages(brain).err().unwrap();
+    assert!(e.to_string().contains("stage 'other'") && e.to_string().contains("shorter window"), "{e}");
 }
 
 /// Live and behind (every window is old by `now`): of the continuous windows a chunk
@@ -184,14 +290,14 @@ fn same_decodings_whatever_the_chunking() {
 
 #[test]
 fn event_locked_decodings_retrieve_the_shown_images() {
-    let cfg = sim_config(11);
+    let cfg = probe_config(11);
     let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
     let pc = PipelineConfig { hop_s: None, ..Default::default() };
     let (out, core) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 100, pc);
     let (top1, top5, n) = hit_rates(&out);
     assert!(n >= 35, "only {n} event-locked decodings");
-    eprintln!("offline: top-1 {top1:.2}, top-5 {top5:.2} over {n} stimuli (240 images: chance 0.004 / 0.021)");
-    assert!(top5 > 0.4, "top-5 {top5}");
+    eprintln!("offline, held-out images at {PROBE_GAIN}x gain: top-1 {top1:.2}, top-5 {top5:.2} over {n} stimuli among 1000 gallery images (chance 0.001 / 0.005)");
+    assert!(top5 > 0.15, "top-5 {top5}");
     // The window is -0.5..+1.0 s around the onset.
     let d = out.iter().find(|d| d.mode == DecodeMode::EventLocked).unwrap();
     let onset = d.marker.as_ref().unwrap().timestamp;
@@ -206,10 +312,10 @@ fn event_locked_decodings_retrieve_the_shown_images() {
 /// The low-latency profile end to end: models/demo-lowlat was trained on
 /// `contract.preprocess` with the causal anti-alias and linear interpolation; fed by the
 /// service's own chain it retrieves the shown images as well as the sinc-profile model
-/// on the same stimuli (a train/serve mismatch would collapse it to chance, 2 %).
+/// on the same stimuli (a train/serve mismatch would collapse it to chance, 0.5 %).
 #[test]
 fn the_low_latency_model_decodes_as_well_as_the_sinc_one() {
-    let cfg = sim_config(12);
+    let cfg = probe_config(12);
     let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
     let pc = || PipelineConfig { hop_s: None, ..Default::default() };
     let lowlat =
@@ -219,7 +325,7 @@ fn the_low_latency_model_decodes_as_well_as_the_sinc_one() {
     let (_, sinc5, n) = hit_rates(&sinc_out);
     let (_, low5, m) = hit_rates(&low_out);
     eprintln!("top-5 over {n} stimuli: sinc profile {sinc5:.2}, causal profile {low5:.2}");
-    assert!(m >= 35 && low5 > 0.4, "low-latency top-5 {low5} over {m}");
+    assert!(m >= 35 && low5 > 0.15, "low-latency top-5 {low5} over {m}");
     assert!(low5 >= sinc5 - 0.15, "low-latency top-5 {low5} vs sinc {sinc5}");
     assert!(low_core.preprocessing_latency_s() < 0.002 && sinc_core.preprocessing_latency_s() > 0.045);
 }
@@ -238,15 +344,15 @@ fn hit_rates(out: &[Decoding]) -> (f64, f64, usize) {
 
 #[test]
 fn brain_module_decodes_better_than_the_linear_baseline() {
-    let cfg = sim_config(13);
+    let cfg = probe_config(13);
     let (rows, ts, markers) = simulate::render(&cfg, 42.0, 50.0).unwrap();
     let pc = PipelineConfig { hop_s: None, ..Default::default() };
     let (brain, _) = decode_with(brain_encoder(), &cfg, &rows, &ts, &markers, 100, pc.clone());
     let (linear, _) = decode_with(encoder(), &cfg, &rows, &ts, &markers, 100, pc);
     let ((b1, b5, n), (l1, l5, _)) = (hit_rates(&brain), hit_rates(&linear));
-    eprintln!("over {n} stimuli among 240 images: brain module top-1 {b1:.2} top-5 {b5:.2}; linear top-1 {l1:.2} top-5 {l5:.2}");
+    eprintln!("over {n} held-out stimuli at {PROBE_GAIN}x gain among 1000 images: brain module top-1 {b1:.2} top-5 {b5:.2}; linear top-1 {l1:.2} top-5 {l5:.2}");
     assert!(n >= 30);
-    assert!(b5 > 0.6 && b1 > l1, "brain module top-1 {b1} top-5 {b5}, linear top-1 {l1}");
+    assert!(b5 > 0.25 && b1 > l1 && b5 > l5, "brain module top-1 {b1} top-5 {b5}, linear top-1 {l1} top-5 {l5}");
 }
 
 #[test]

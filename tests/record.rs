@@ -85,6 +85,8 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
             top_k: Vec::new(),
             repaired: false,
             model: std::sync::Arc::from("test@000000000000"),
+            stage: 0,
+            stages: 0,
         };
         dtx.send(Arc::new(d)).unwrap();
     }

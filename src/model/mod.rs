@@ -33,6 +33,8 @@ pub struct ModelDir {
     pub encoder: PathBuf,
     pub gallery: Option<PathBuf>,
     pub generator: Option<PathBuf>,
+    /// Progressive stages: `stages/<name>/encoder.onnx`, by name.
+    pub stages: Vec<(String, PathBuf)>,
 }
 
 impl ModelDir {
@@ -46,6 +48,7 @@ impl ModelDir {
         }
         let gallery = Some(root.join("gallery")).filter(|p| p.join("ids.txt").is_file());
         let generator = Some(root.join("generator.onnx")).filter(|p| p.is_file());
-        Ok(Self { root: root.to_path_buf(), encoder, gallery, generator })
+        let stages = crate::pipeline::stage_files(root);
+        Ok(Self { root: root.to_path_buf(), encoder, gallery, generator, stages })
     }
 }

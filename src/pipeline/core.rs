@@ -10,6 +10,7 @@ use super::decoding::{DecodeMode, Decoding, MarkerRef, PipelineStats, SkipReason
 use super::events::{EventConfig, EventError, OnsetDetector, OnsetPairing, Paired};
 use super::preprocess::{si_unit_of_type, ChannelMap, ChannelMatching, MappingError, Preprocessor};
 use super::signal::SignalSnapshot;
+use super::stages::Stage;
 use super::window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};
 use crate::ingest::{Marker, StreamDescription};
 use crate::model::{Encoder, Gallery, ModelContract, ModelError};
@@ -174,6 +175,10 @@ pub struct DecoderCore {
     units: Arc<[&'static str]>,
     /// The newest markers received (time, text), for signal snapshots.
     recent_markers: VecDeque<(f64, String)>,
+    /// Progressive stages, shortest window first (empty: one decoding per onset).
+    stages: Vec<Stage>,
+    /// Stage window requests (reused between polls).
+    stage_requests: Vec<Result<WindowRequest, Skipped>>,
 }
 
 /// A window request after [`DecoderCore::check`]: decodable (with its `repaired` flag), or
@@ -280,6 +285,8 @@ impl DecoderCore {
             channels: contract.channel_names.clone().into(),
             units,
             recent_markers: VecDeque::with_capacity(RECENT_MARKERS),
+            stages: Vec::new(),
+            stage_requests: Vec::with_capacity(8),
             gallery,
             encoder,
             pre,
@@ -290,6 +297,33 @@ impl DecoderCore {
 
     pub fn contract(&self) -> &ModelContract {
         &self.contract
+    }
+
+    /// Adds progressive stages (a model directory's `stages/*/encoder.onnx`): encoders on
+    /// shorter windows from the onset that share this model's preprocessing, decoded
+    /// event-locked as each window completes, before the model's own window.
+    pub fn with_stages(mut self, stages: Vec<(String, Encoder)>) -> Result<Self, PipelineError> {
+        let mut v = stages
+            .into_iter()
+            .map(|(name, enc)| Stage::new(name, enc, self.encoder.contract()))
+            .collect::<Result<Vec<_>, _>>()?;
+        v.sort_by(|a, b| a.window_end_s().total_cmp(&b.window_end_s()));
+        if let Some(g) = &self.gallery {
+            if let Some(s) = v.iter().find(|s| s.contract.embedding_dim != g.dim) {
+                return Err(PipelineError::GalleryDim {
+                    gallery: g.dim,
+                    encoder: s.contract.embedding_dim,
+                    space: s.contract.embedding_space.clone(),
+                });
+            }
+        }
+        self.stages = v;
+        Ok(self)
+    }
+
+    /// The progressive stages' names and window ends after the onset (s), in order.
+    pub fn stages(&self) -> Vec<(String, f64)> {
+        self.stages.iter().map(|s| (s.name.clone(), s.window_end_s())).collect()
     }
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
@@ -328,6 +362,11 @@ impl DecoderCore {
         self.stats = old.stats.clone();
         self.markers_expected = old.markers_expected;
         self.scheduler.replace_pending(old.scheduler.take_pending());
+        if self.stages.len() == old.stages.len() {
+            for (s, o) in self.stages.iter_mut().zip(&mut old.stages) {
+                s.scheduler.replace_pending(o.scheduler.take_pending());
+            }
+        }
         std::mem::swap(&mut self.recent_markers, &mut old.recent_markers);
         if self.onsets.is_some() && old.onsets.is_some() {
             std::mem::swap(&mut self.pairing, &mut old.pairing);
@@ -408,8 +447,16 @@ impl DecoderCore {
         if self.onsets.is_some() {
             self.pairing.add_marker(m);
         } else {
-            self.scheduler.add_marker(m);
+            self.schedule(m);
         }
+    }
+
+    /// An onset to decode event-locked: at every stage, then with the model's window.
+    fn schedule(&mut self, m: Marker) {
+        for s in &mut self.stages {
+            s.scheduler.add_marker(m.clone());
+        }
+        self.scheduler.add_marker(m);
     }
 
     /// Feeds stream samples (sample-major rows with every stream channel; NaN/Inf values
@@ -469,13 +516,14 @@ impl DecoderCore {
             let now = if self.markers_expected { self.newest_t } else { f64::INFINITY };
             self.pairing.resolve(now, PAIRING_SLACK_S, &mut self.paired);
             let source = self.onset_source();
-            for p in self.paired.drain(..) {
+            let mut paired = std::mem::take(&mut self.paired);
+            for p in paired.drain(..) {
                 match p {
                     Paired::Onset { marker, paired } => {
                         if paired {
                             self.stats.onsets_paired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        self.scheduler.add_marker(marker);
+                        self.schedule(marker);
                     }
                     Paired::UnpairedMarker(m) => {
                         self.stats.markers_unpaired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -489,13 +537,19 @@ impl DecoderCore {
                     }
                 }
             }
+            self.paired = paired;
         }
         self.scheduler.ready_epochs(&self.buf, &mut self.requests);
         if self.priming {
             // Whatever completes on the past was decoded by the core this one replaces.
             self.requests.clear();
+            for s in &mut self.stages {
+                s.scheduler.ready_epochs(&self.buf, &mut self.stage_requests);
+                self.stage_requests.clear();
+            }
             return;
         }
+        self.decode_stages(now, emit);
         let mut requests = std::mem::take(&mut self.requests);
         let mut checked = std::mem::take(&mut self.checked);
         checked.extend(requests.drain(..).map(|r| r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check(w))));
@@ -559,11 +613,15 @@ impl DecoderCore {
 
     /// Whether a window can be decoded now; why not if it cannot.
     fn check(&self, w: WindowRequest) -> Checked {
-        let len = self.contract.window_samples as u64;
+        self.check_window(w, self.contract.window_samples as u64, self.assembler.ready())
+    }
+
+    /// [`check`](Self::check) for a window of `len` samples whose assembler is `ready`.
+    fn check_window(&self, w: WindowRequest, len: u64, ready: bool) -> Checked {
         if w.start >= self.buf.oldest() && !self.buf.all_settled(w.start, w.start + len) {
             return Err((SkipReason::Settling, w.marker));
         }
-        if !self.assembler.ready() {
+        if !ready {
             return Err((SkipReason::ScalerWarmup, w.marker));
         }
         if w.start < self.buf.oldest() {
@@ -601,33 +659,108 @@ impl DecoderCore {
         self.encoder_avg_s =
             if self.encoder_avg_s == 0.0 { encoder_s } else { 0.9 * self.encoder_avg_s + 0.1 * encoder_s };
         let len = self.contract.window_samples as u64;
+        let last = self.stages.len() as u32 + 1;
         for (i, (w, repaired)) in ready.drain(..).enumerate() {
             let embedding = self.batch_out[i * dim..(i + 1) * dim].to_vec();
-            let top_k = match &self.gallery {
-                Some(g) => g.top_k(&embedding, self.config.top_k, &mut self.scores),
-                None => Vec::new(),
-            };
-            let window_end = self.buf.timestamp(w.start + len - 1);
-            let window_start = self.buf.timestamp(w.start);
-            let decoded_at = now();
-            let d = Decoding {
-                sequence: self.sequence,
-                mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
-                onset: w.marker.as_ref().map_or(window_start - self.contract.window_start_s, |m| m.timestamp),
-                marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
-                window_start,
-                window_end,
-                decoded_at,
-                latency_s: decoded_at - window_end,
-                encoder_s,
-                embedding,
-                top_k,
-                repaired,
-                model: self.model_id.clone(),
-            };
-            self.sequence += 1;
-            self.stats.record(&d);
-            emit(d);
+            let stage = if w.marker.is_some() { (last, last) } else { (0, 0) };
+            self.emit_decoding(w, len, embedding, encoder_s, repaired, stage, now, emit);
         }
+    }
+
+    /// Retrieves the gallery's best matches for the embedding of window `w` (`len`
+    /// samples, at `stage` of `stages`), stamps it, numbers it and emits it.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_decoding(
+        &mut self,
+        w: WindowRequest,
+        len: u64,
+        embedding: Vec<f32>,
+        encoder_s: f64,
+        repaired: bool,
+        (stage, stages): (u32, u32),
+        now: &dyn Fn() -> f64,
+        emit: &mut dyn FnMut(Decoding),
+    ) {
+        let top_k = match &self.gallery {
+            Some(g) => g.top_k(&embedding, self.config.top_k, &mut self.scores),
+            None => Vec::new(),
+        };
+        let window_end = self.buf.timestamp(w.start + len - 1);
+        let window_start = self.buf.timestamp(w.start);
+        let decoded_at = now();
+        let d = Decoding {
+            sequence: self.sequence,
+            mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
+            onset: w.marker.as_ref().map_or(window_start - self.contract.window_start_s, |m| m.timestamp),
+            marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
+            window_start,
+            window_end,
+            decoded_at,
+            latency_s: decoded_at - window_end,
+            encoder_s,
+            embedding,
+            top_k,
+            repaired,
+            model: self.model_id.clone(),
+            stage,
+            stages,
+        };
+        self.sequence += 1;
+        self.stats.record(&d);
+        emit(d);
+    }
+
+    /// Decodes the progressive stages' windows that completed (each on its own, as soon as
+    /// it is ready: a stage exists to be early).
+    fn decode_stages(&mut self, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
+        let stages = self.stages.len() as u32 + 1;
+        for i in 0..self.stages.len() {
+            let mut requests = std::mem::take(&mut self.stage_requests);
+            self.stages[i].scheduler.ready_epochs(&self.buf, &mut requests);
+            for r in requests.drain(..) {
+                self.stages[i].assembler.share_scaler(&self.assembler);
+                let len = self.stages[i].contract.window_samples as u64;
+                let ready = self.stages[i].assembler.ready();
+                match r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check_window(w, len, ready)) {
+                    Ok((w, repaired)) => self.decode_stage(i, w, repaired, stages, now, emit),
+                    Err((reason, marker)) => {
+                        self.stats.skip(reason);
+                        if let Some(m) = marker {
+                            tracing::warn!(
+                                "marker '{}' at {:.3} not decoded at stage '{}': {:?}",
+                                m.text,
+                                m.timestamp,
+                                self.stages[i].name,
+                                reason
+                            );
+                        }
+                    }
+                }
+            }
+            self.stage_requests = requests;
+        }
+    }
+
+    /// Encodes stage `i`'s window `w` on its own and emits its decoding.
+    fn decode_stage(
+        &mut self,
+        i: usize,
+        w: WindowRequest,
+        repaired: bool,
+        stages: u32,
+        now: &dyn Fn() -> f64,
+        emit: &mut dyn FnMut(Decoding),
+    ) {
+        let stage = &mut self.stages[i];
+        stage.assembler.assemble(&self.buf, w.start);
+        let t = std::time::Instant::now();
+        if let Err(e) = stage.encoder.encode_batch(&stage.assembler.window, 1, self.config.subject, &mut stage.out) {
+            tracing::error!("stage '{}': {e}", stage.name);
+            self.stats.skip(SkipReason::EncoderError);
+            return;
+        }
+        let encoder_s = t.elapsed().as_secs_f64();
+        let (embedding, len) = (stage.out.clone(), stage.contract.window_samples as u64);
+        self.emit_decoding(w, len, embedding, encoder_s, repaired, (i as u32 + 1, stages), now, emit);
     }
 }

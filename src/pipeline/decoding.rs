@@ -49,6 +49,11 @@ pub struct Decoding {
     /// The model that made it: "name@sha256-prefix" (changes when a model is swapped in).
     #[serde(serialize_with = "serialize_str")]
     pub model: std::sync::Arc<str>,
+    /// Progressive decoding: this event-locked decoding's stage, 1..=`stages` (the model's
+    /// own window is the last stage; a model without stages has one); 0 for continuous.
+    pub stage: u32,
+    /// Stages each onset is decoded at (0 for continuous decodings).
+    pub stages: u32,
 }
 
 fn serialize_str<S: serde::Serializer>(s: &std::sync::Arc<str>, ser: S) -> Result<S::Ok, S::Error> {

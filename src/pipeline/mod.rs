@@ -7,6 +7,9 @@
 //!                resample
 //! ```
 //!
+//! A model may come with progressive [`Stage`]s (shorter windows from the onset, each its
+//! own encoder), decoded event-locked as each window completes, before the model's own.
+//!
 //! [`DecoderCore`] is the whole chain as a deterministic function of its input;
 //! [`LivePipeline`] runs it on its own thread against the ring buffer and the marker
 //! channel, and [`ImageWorker`] draws images apart from it, always on the newest
@@ -18,6 +21,7 @@ mod events;
 mod live;
 mod preprocess;
 mod signal;
+mod stages;
 mod window;
 
 pub use self::core::{model_id, DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
@@ -35,4 +39,5 @@ pub use preprocess::{
     unit_to_si, ChannelMap, ChannelMatching, MappingError, ModelSample, Preprocessor,
 };
 pub use signal::{SignalSnapshot, SignalTap, MAX_SIGNAL_ROWS};
+pub use stages::{stage_files, Stage};
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

@@ -278,6 +278,15 @@ impl WindowAssembler {
         self.scaler.as_ref()
     }
 
+    /// Uses `other`'s scaler (once fitted): a progressive stage scales its windows as the
+    /// model does.
+    pub fn share_scaler(&mut self, other: &WindowAssembler) {
+        if self.fit.is_some() && other.fit.is_none() {
+            self.scaler = other.scaler.clone();
+            self.fit = None;
+        }
+    }
+
     /// Fills [`window`](Self::window) from `buf[start..start+len]`.
     pub fn assemble(&mut self, buf: &ModelRateBuffer, start: u64) {
         let t = self.len;

@@ -61,6 +61,7 @@ pub fn decode_offline(
     f: &XdfFile,
     encoder: Encoder,
     gallery: Option<Arc<Gallery>>,
+    stages: Vec<(String, Encoder)>,
     config: PipelineConfig,
 ) -> Result<Vec<Decoding>, PipelineError> {
     let meg = meg_stream(f).ok_or_else(|| {
@@ -69,7 +70,7 @@ pub fn decode_offline(
     let desc = description(meg);
     // Offline there is no stream to keep up with: every window is decoded.
     let config = PipelineConfig { keep_up: false, ..config };
-    let mut core = DecoderCore::new(encoder, gallery, &desc, config)?;
+    let mut core = DecoderCore::new(encoder, gallery, &desc, config)?.with_stages(stages)?;
     core.set_markers_expected(marker_stream(f).is_some());
     let ts = corrected_timestamps(meg);
     let mut markers: Vec<Marker> = match marker_stream(f) {

@@ -166,6 +166,8 @@ mod tests {
             top_k: Vec::new(),
             repaired: false,
             model: Arc::from("test"),
+            stage: 0,
+            stages: 0,
         })
     }
 

@@ -70,6 +70,8 @@ impl WireParts {
             repaired: d.repaired,
             encoder_ms: d.encoder_s * 1e3,
             model: d.model.to_string(),
+            stage: d.stage,
+            stages: d.stages,
             ..Default::default()
         };
         let embedding = proto::Decoding { embedding: d.embedding.clone(), ..Default::default() };
@@ -183,6 +185,8 @@ mod tests {
             repaired: true,
             encoder_s: 0.0025,
             model: "demo@abc".into(),
+            stage: 2,
+            stages: 3,
         }
     }
 
@@ -201,6 +205,8 @@ mod tests {
             marker: "image 4127".into(),
             marker_time: 12.5,
             onset: 12.5,
+            stage: 2,
+            stages: 3,
             window_start: d.window_start,
             window_end: d.window_end,
             decoded_at: d.decoded_at,

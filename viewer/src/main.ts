@@ -148,7 +148,9 @@ function onDecoding(d: Decoding) {
   );
   if (d.mode === Mode.EVENT_LOCKED) {
     view.eventLocked++;
-    scoreTrial(d.marker, top);
+    // Progressive decoding: earlier stages are shown as they come; the model's own window
+    // (the last stage) is what is scored.
+    if (d.stage === d.stages) scoreTrial(d.marker, top);
   }
 }
 

@@ -52,6 +52,16 @@ class Decoding:
     # - 1.0 s for -0.5..1.0 s windows): "had an image appeared then". Last, so positional
     # construction from earlier versions keeps its meaning.
     onset: float = 0.0
+    # Progressive decoding: this event-locked decoding's stage (1..stages; the model's own
+    # window is the last) and the number of stages; a later stage of the same marker
+    # replaces the earlier guess. Continuous decodings: 0 and 0.
+    stage: int = 0
+    stages: int = 0
+
+    @property
+    def final(self) -> bool:
+        """Whether this is the last word on its onset (the model's own window)."""
+        return self.stage == self.stages
 
     @property
     def top1(self) -> Optional[str]:
@@ -79,6 +89,8 @@ class Decoding:
             age_ms=d.age_ms,
             model=d.model,
             onset=d.onset,
+            stage=d.stage,
+            stages=d.stages,
             received_at=received_at,
         )
 
