@@ -458,3 +458,38 @@ fn a_v2_worlds_files_are_checked() {
     assert_eq!(w.noise, simulate::NoiseModel::default());
     assert!(w.held_out.is_none() && w.validation.is_empty());
 }
+
+/// The committed demo world (what `make demo` and the bundled models' training use) is
+/// the calibrated one: its background brain activity goes through 200 smooth fields, so
+/// its spatial covariance (sources are independent with equal variance: P^T P) spans few
+/// dimensions of the 306; trials jitter in latency and amplitude; stimuli come every
+/// 1.5 +- 0.2 s; held-out and validation images are listed apart.
+#[test]
+fn the_committed_demo_world_is_the_calibrated_one() {
+    let dir = common::repo().join("models/demo");
+    let p = npy::read(&dir.join("world/noise_patterns.npy")).unwrap();
+    let (s, c) = (p.shape[0], p.shape[1]);
+    assert!(s >= 100 && c == C, "noise_patterns.npy has shape {:?}", p.shape);
+    let mut cov = vec![0.0f64; c * c];
+    for src in p.data.chunks_exact(c) {
+        for (a, &va) in src.iter().enumerate() {
+            cov[a * c..(a + 1) * c].iter_mut().zip(src).for_each(|(o, &vb)| *o += f64::from(va) * f64::from(vb));
+        }
+    }
+    let d: Vec<f64> = (0..c).map(|i| cov[i * c + i].sqrt()).collect();
+    let corr: Vec<f64> = (0..c * c).map(|k| cov[k] / (d[k / c] * d[k % c])).collect();
+    let trace2: f64 = corr.iter().map(|v| v * v).sum();
+    let pr = (c * c) as f64 / trace2;
+    eprintln!("committed world: brain noise over {s} sources spans {pr:.1} effective dimensions of {c}");
+    assert!(pr < c as f64 / 5.0, "the committed world's brain noise spans {pr:.1} of {c} dimensions: nearly flat");
+    let w = EvokedWorld::load(&dir).unwrap();
+    assert!(w.latency_jitter_s >= 0.01 && w.amplitude_jitter >= 0.1, "no trial-to-trial jitter");
+    assert!(
+        (w.isi_s - 1.5).abs() < 1e-9 && (w.isi_jitter_s - 0.2).abs() < 1e-9,
+        "SOA {} +- {}",
+        w.isi_s,
+        w.isi_jitter_s
+    );
+    let held_out = w.held_out.as_ref().expect("held_out.txt");
+    assert_eq!((held_out.len(), w.validation.len(), w.stimuli.len()), (200, 100, 1000));
+}
