@@ -167,10 +167,52 @@ fn progressive_stages_decode_each_marker_first_on_the_shortest_window() {
     assert!(doc_before("uint32 stage = 19;") && doc_before("uint32 stages = 20;"), "undocumented stage fields");
     assert!(proto.contains("replaces the earlier guess"));
 
+    // Without event-locked decoding the stages decode nothing either.
+    let continuous_only = PipelineConfig { hop_s: Some(0.5), event_locked: false, ..Default::default() };
+    let mut core =
+        DecoderCore::new(encoder(), Some(gallery()), &desc, continuous_only).unwrap().with_stages(load()).unwrap();
+    let out = feed(&mut core, &rows[..306 * 20_000], &ts[..20_000], &markers, 100);
+    assert!(
+        !out.is_empty() && out.iter().all(|(d, _)| d.mode == DecodeMode::Continuous && d.stage == 0 && d.stages == 0)
+    );
+
     // Another model with the same window as this one cannot be its stage: refused, with the reason.
     let brain = vec![("other".to_string(), brain_encoder())];
     let e = DecoderCore::new(encoder(), Some(gallery()), &desc, pc).unwrap().with_stages(brain).err().unwrap();
     assert!(e.to_string().contains("stage 'other'") && e.to_string().contains("shorter window"), "{e}");
+}
+
+/// The committed generator (models/build_generator.py, a convolutional decoder) draws the
+/// image an embedding stands for: from each held-out image's own embedding (never trained
+/// on) a 64x64 picture whose pixels correlate with the image's (models/demo/REPORT.md: 0.9
+/// on average; the linear generator it replaced: 0.6; a grey blob: 0).
+#[test]
+fn the_generator_draws_the_image_an_embedding_stands_for() {
+    let g = gallery();
+    let held: Vec<String> =
+        std::fs::read_to_string(demo().join("world/held_out.txt")).unwrap().lines().map(String::from).collect();
+    let mut generator =
+        meg_decoder::model::Generator::load(&demo().join("generator.onnx"), 32, &EncoderOptions::default()).unwrap();
+    let mut corr = Vec::new();
+    for id in held.iter().take(40) {
+        let i = g.ids.iter().position(|x| x == id).unwrap();
+        let img = generator.generate(&g.embeddings[i * g.dim..(i + 1) * g.dim]).unwrap();
+        assert_eq!((img.width, img.height), (64, 64));
+        let file = std::fs::File::open(demo().join(format!("gallery/images/{id}.png"))).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+        let mut shown = vec![0u8; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut shown).unwrap();
+        assert_eq!((info.width, info.height, info.color_type), (64, 64, png::ColorType::Rgb));
+        let (a, b): (Vec<f64>, Vec<f64>) =
+            img.rgb.iter().zip(&shown[..info.buffer_size()]).map(|(&x, &y)| (f64::from(x), f64::from(y))).unzip();
+        let (ma, mb) = (a.iter().sum::<f64>() / a.len() as f64, b.iter().sum::<f64>() / b.len() as f64);
+        let cov: f64 = a.iter().zip(&b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+        let (va, vb): (f64, f64) = (a.iter().map(|x| (x - ma).powi(2)).sum(), b.iter().map(|y| (y - mb).powi(2)).sum());
+        corr.push(cov / (va * vb).sqrt());
+    }
+    corr.sort_by(f64::total_cmp);
+    eprintln!("pixel correlation, generated vs shown, 40 held-out images: median {:.3}, min {:.3}", corr[20], corr[0]);
+    assert!(corr[20] > 0.75, "median pixel correlation {}", corr[20]);
 }
 
 /// Live and behind (every window is old by `now`): of the continuous windows a chunk

@@ -300,7 +300,7 @@ fn live_decodings_equal_offline_replay_of_the_recording() {
         let ws = l["window_start"].as_f64().unwrap();
         let o = offline
             .iter()
-            .filter(|o| o["mode"] == l["mode"])
+            .filter(|o| o["mode"] == l["mode"] && o["stage"] == l["stage"])
             .min_by(|a, b| {
                 (a["window_start"].as_f64().unwrap() - ws)
                     .abs()

@@ -305,7 +305,7 @@ impl DecoderCore {
     pub fn with_stages(mut self, stages: Vec<(String, Encoder)>) -> Result<Self, PipelineError> {
         let mut v = stages
             .into_iter()
-            .map(|(name, enc)| Stage::new(name, enc, self.encoder.contract()))
+            .map(|(name, enc)| Stage::new(name, enc, self.encoder.contract(), self.config.event_locked))
             .collect::<Result<Vec<_>, _>>()?;
         v.sort_by(|a, b| a.window_end_s().total_cmp(&b.window_end_s()));
         if let Some(g) = &self.gallery {

@@ -27,7 +27,12 @@ impl Stage {
     /// Checks that `encoder` can share the preprocessing of the model whose contract is
     /// `model` (same rate, channels, filters, resampler, scaler, clamp, baseline and
     /// embedding space) and that its window ends earlier.
-    pub fn new(name: String, encoder: Encoder, model: &ModelContract) -> Result<Self, PipelineError> {
+    pub fn new(
+        name: String,
+        encoder: Encoder,
+        model: &ModelContract,
+        event_locked: bool,
+    ) -> Result<Self, PipelineError> {
         let c = encoder.contract().clone();
         let differs = |what: &str| {
             PipelineError::Config(format!(
@@ -58,6 +63,12 @@ impl Stage {
         if c.scaler != model.scaler || c.clamp != model.clamp || c.baseline_s != model.baseline_s {
             return Err(differs("scaler, clamp or baseline"));
         }
+        if c.window_start_s != model.window_start_s
+            || c.subjects != model.subjects
+            || c.evoked_band_hz != model.evoked_band_hz
+        {
+            return Err(differs("window start, subject count or evoked band"));
+        }
         if c.embedding_space != model.embedding_space || c.embedding_dim != model.embedding_dim {
             return Err(differs("embedding space"));
         }
@@ -71,7 +82,8 @@ impl Stage {
             )));
         }
         Ok(Self {
-            scheduler: WindowScheduler::new(&c, None, true),
+            // Event-locked only, and only when the pipeline decodes event-locked at all.
+            scheduler: WindowScheduler::new(&c, None, event_locked),
             assembler: WindowAssembler::new(&c),
             out: vec![0.0; c.embedding_dim],
             name,

@@ -60,8 +60,10 @@ class Decoding:
 
     @property
     def final(self) -> bool:
-        """Whether this is the last word on its onset (the model's own window)."""
-        return self.stage == self.stages
+        """Whether this event-locked decoding is the last word on its onset (the model's
+        own window; a server without stages sends 0 of 0). False for continuous ones. A
+        later stage may never come (e.g. a gap ends its window): do not wait for it."""
+        return self.mode == "event_locked" and self.stage == self.stages
 
     @property
     def top1(self) -> Optional[str]:

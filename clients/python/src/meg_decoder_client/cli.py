@@ -68,13 +68,15 @@ def _subscribe(c, a):
     try:
         for d in sub:
             ids = [h.image_id for h in d.top_k]
-            if d.mode == "event_locked" and d.marker and ids:
+            # Progressive decoding: the model's own window (the last stage) is scored.
+            if d.mode == "event_locked" and d.marker and ids and d.final:
                 trials += 1
                 top1 += ids[0] == d.marker
                 top5 += d.marker in ids[:5]
             if a.json:
                 out = {"sequence": d.sequence, "mode": d.mode, "marker": d.marker, "window_end": d.window_end,
                        "latency_ms": d.latency_ms, "age_ms": d.age_ms, "missed": d.missed, "top_k": ids,
+                       "stage": d.stage, "stages": d.stages,
                        "embedding_dim": int(d.embedding.size)}
                 if a.embedding:
                     out["embedding"] = d.embedding.tolist()

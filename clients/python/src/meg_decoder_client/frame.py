@@ -3,12 +3,14 @@ subscriptions (`to_dataframe`) and recorded sessions (`read_session(...).decodin
 import numpy as np
 
 COLUMNS = ["sequence", "mode", "marker", "marker_time", "window_start", "window_end", "decoded_at",
-           "latency_ms", "encoder_ms", "top1", "top_k", "scores", "embedding", "repaired", "missed", "age_ms", "model"]
+           "latency_ms", "encoder_ms", "top1", "top_k", "scores", "embedding", "repaired", "missed", "age_ms", "model",
+           "stage", "stages"]
 
 
 _OBJECT = ("marker", "top1", "top_k", "scores", "embedding", "mode", "model")
 _TYPES = {"sequence": "int64", "marker_time": "float64", "window_start": "float64", "window_end": "float64", "decoded_at": "float64",
-          "latency_ms": "float64", "encoder_ms": "float64", "repaired": "bool", "missed": "int64", "age_ms": "float64"}
+          "latency_ms": "float64", "encoder_ms": "float64", "repaired": "bool", "missed": "int64", "age_ms": "float64",
+          "stage": "int64", "stages": "int64"}
 
 
 def _pandas():
@@ -38,6 +40,6 @@ def to_dataframe(decodings):
         "latency_ms": d.latency_ms, "encoder_ms": d.encoder_ms, "top1": d.top1,
         "top_k": [h.image_id for h in d.top_k], "scores": np.array([h.score for h in d.top_k], np.float32),
         "embedding": d.embedding, "repaired": d.repaired, "missed": d.missed, "age_ms": d.age_ms,
-        "model": d.model,
+        "model": d.model, "stage": d.stage, "stages": d.stages,
     } for d in decodings]
     return frame(rows)

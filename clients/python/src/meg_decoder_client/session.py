@@ -129,6 +129,7 @@ def _decoding_rows(stream, events):
             "scores": np.array([h["score"] for h in hits], np.float32),
             "embedding": np.asarray(d.get("embedding") or [], np.float32), "repaired": d["repaired"],
             "missed": 0, "age_ms": np.nan, "model": d.get("model", ""),
+            "stage": d.get("stage", 0), "stages": d.get("stages", 0),
         })
     return rows
 
@@ -211,7 +212,9 @@ def read_session(path, decodings="all"):
                 continue
             a, d = span(r.window_start, r.window_end)
             on.append(a), dur.append(d)
-            desc.append(f"decoding/{r.mode}/{r.top1}")
+            # Progressive stages before the last say which: decoding/event_locked/stage1of3/...
+            staged = r.mode == "event_locked" and r.stages > 1 and r.stage != r.stages
+            desc.append(f"decoding/{r.mode}/stage{r.stage}of{r.stages}/{r.top1}" if staged else f"decoding/{r.mode}/{r.top1}")
     for e in events:
         if e.get("event") == "model_switch":
             on.append(onset(e["time"])), dur.append(0.0), desc.append(f"model/{e.get('to')}")

@@ -279,8 +279,10 @@ export type Decoding = Message<"megdecoder.v1.Decoding"> & {
    * each stage's window completes: stage 1 first (e.g. the window -0.5..+0.25 s, decoded
    * about 300 ms after the onset), the model's own window last (stage == stages).
    * window_start/window_end say which window; a later stage of the same marker (same
-   * marker and marker_time) replaces the earlier guess. A model without stages gives
-   * stage 1 of 1. Continuous decodings: 0 and 0.
+   * marker and marker_time) replaces the earlier guess. A later stage may never come
+   * (a gap or a skipped window): do not wait for it. A model without stages gives stage
+   * 1 of 1. Continuous decodings: 0 and 0. Counters of event-locked decodings count each
+   * stage.
    *
    * @generated from field: uint32 stage = 19;
    */
