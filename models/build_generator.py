@@ -30,6 +30,8 @@ from PIL import Image
 from scipy import ndimage
 
 import build_demo as bd
+from contract import read_contract
+from report_sections import write_section
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -149,8 +151,8 @@ def main():
     onnx.save(m, path)
 
     # Decoded embeddings of the held-out test images (models/demo-brain on the cached trials).
-    meta = {p.key: p.value for p in onnx.load(str(brain / "encoder.onnx")).metadata_props}
-    center, scale = np.array(json.loads(meta["scaler_center"])), np.array(json.loads(meta["scaler_scale"]))
+    meta = read_contract(brain / "encoder.onnx")
+    center, scale = np.array(meta["scaler_center"]), np.array(meta["scaler_scale"])
     cached = bd.load_trials(model)
     if cached is None:
         raise SystemExit("no cached trials: run build_demo.py first")
@@ -219,7 +221,7 @@ def grid(path, shown, sets, n):
 def report(model, rows, params, t_train, best_ep, ms, a):
     f = lambda v: f"{v[0]:.3f} / {v[1]:.3f}"  # noqa: E731
     has_lin = "linear" in rows[0]
-    lines = ["<!-- generator:begin -->", "## Generator", "",
+    lines = ["## Generator", "",
              f"`models/build_generator.py` (`make models`): a convolutional decoder (embedding -> 64x64 RGB, {params / 1e3:.0f} k "
              f"parameters) trained on the 700 training images' embeddings with input noise ({a.epochs} epochs, kept epoch "
              f"{best_ep} on the validation images; {t_train:.0f} s on 2 CPU cores); {ms:.2f} ms per image on one CPU core "
@@ -230,17 +232,8 @@ def report(model, rows, params, t_train, best_ep, ms, a):
              "|---|---|" + ("---|" if has_lin else "") + "---|"]
     for r in rows:
         lines.append(f"| {r['input']} | {f(r['conv'])} | " + (f"{f(r['linear'])} | " if has_lin else "") + f"{f(r['retrieved'])} |")
-    lines += ["", "![shown, retrieved, generated (12-repetition average), linear](generator_grid.png)", "<!-- generator:end -->", ""]
-    rep = model / "REPORT.md"
-    text = rep.read_text()
-    sec = "\n".join(lines)
-    if "<!-- generator:begin -->" in text:
-        head, rest = text.split("<!-- generator:begin -->", 1)
-        text = head + sec + rest.split("<!-- generator:end -->", 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + sec
-    rep.write_text(text)
-    print(sec)
+    lines += ["", "![shown, retrieved, generated (12-repetition average), linear](generator_grid.png)"]
+    print(write_section(model / "REPORT.md", "generator", lines))
 
 
 if __name__ == "__main__":

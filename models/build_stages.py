@@ -19,14 +19,13 @@ emits one event-locked decoding per stage as each window completes. Writes the
 averaged retrieval per stage among the 200 held-out images).
 """
 import argparse
-import json
 import pathlib
 
 import numpy as np
-import onnx
 
 import build_demo as bd
-from contract import write_contract
+from contract import read_contract
+from report_sections import write_section
 
 HERE = pathlib.Path(__file__).resolve().parent
 STAGES = (("s250", 0.25), ("s500", 0.5))
@@ -40,9 +39,8 @@ def main():
     cached = bd.load_trials(model)
     if cached is None:
         raise SystemExit(f"no cached trials of {model}'s world in {bd.CACHE}: run build_demo.py first")
-    meta = {p.key: p.value for p in onnx.load(str(model / "encoder.onnx")).metadata_props}
-    center, scale = np.array(json.loads(meta["scaler_center"])), np.array(json.loads(meta["scaler_scale"]))
-    names = json.loads(meta["channel_names"])
+    meta = read_contract(model / "encoder.onnx")
+    center, scale, names = np.array(meta["scaler_center"]), np.array(meta["scaler_scale"]), meta["channel_names"]
     world = bd.World.load(model)
     emb = np.load(model / "gallery" / "embeddings.npy")
     fin = lambda x: bd.finish(np.asarray(x), center, scale)  # noqa: E731
@@ -63,11 +61,7 @@ def main():
             break
         dest = model / "stages" / name
         dest.mkdir(parents=True, exist_ok=True)
-        m = {k: (json.loads(v) if v.startswith("[") else v) for k, v in meta.items() if k != "meg_decoder.contract"}
-        for k in ("sample_rate_hz", "window_start_s", "highpass_hz", "lowpass_hz", "notch_q", "clamp"):
-            m[k] = float(m[k])
-        for k in ("window_samples", "filter_order", "embedding_dim", "subjects"):
-            m[k] = int(m[k])
+        m = dict(meta)
         m.update(name=f"{meta['name']}-{name}", window_samples=win,
                  description=f"Progressive stage of {meta['name']}: ridge on the window {bd.T0:+.2f}..{end_s:+.2f} s "
                              "around the onset (SIMULATED data of the demo world); same preprocessing and scaler.",
@@ -79,7 +73,7 @@ def main():
 
 def report(model, rows, n):
     p = lambda x: f"{100 * x:.1f}%"  # noqa: E731
-    lines = ["<!-- stages:begin -->", "## Progressive decoding (stages)", "",
+    lines = ["## Progressive decoding (stages)", "",
              "One ridge model per growing window from the onset, each on the same trials, preprocessing and scaler as "
              "the full model (`models/build_stages.py`, `stages/*/encoder.onnx`); the service emits each stage's "
              "decoding as its window completes (the window's end + the resampler's 50 ms look-ahead + compute after "
@@ -89,17 +83,8 @@ def report(model, rows, n):
     for name, end_s, win, lam, r in rows:
         lines.append(f"| {name} | {bd.T0:+.2f}..{end_s:+.2f} s ({win} samples) | {1e3 * end_s + 50:.0f} ms | "
                      f"{p(r['single'][1])} / {p(r['single'][5])} | {p(r['averaged'][1])} / {p(r['averaged'][5])} |")
-    lines += [f"", f"Chance: {p(1 / n)} / {p(5 / n)}.", "<!-- stages:end -->", ""]
-    rep = model / "REPORT.md"
-    text = rep.read_text()
-    sec = "\n".join(lines)
-    if "<!-- stages:begin -->" in text:
-        head, rest = text.split("<!-- stages:begin -->", 1)
-        text = head + sec + rest.split("<!-- stages:end -->", 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + sec
-    rep.write_text(text)
-    print(sec)
+    lines += ["", f"Chance: {p(1 / n)} / {p(5 / n)}."]
+    print(write_section(model / "REPORT.md", "stages", lines))
 
 
 if __name__ == "__main__":

@@ -112,6 +112,18 @@ def write_contract(model: "onnx.ModelProto", meta: dict, path: str) -> None:
     onnx.save(model, path)
 
 
+def read_contract(path) -> dict:
+    """The contract of an exported encoder, typed as `write_contract` takes it (its inverse)."""
+    import onnx
+
+    meta = {}
+    for p in onnx.load(str(path)).metadata_props:
+        t = REQUIRED.get(p.key) or OPTIONAL.get(p.key)
+        if p.key != "meg_decoder.contract":
+            meta[p.key] = json.loads(p.value) if t is list else float(p.value) if t is float else int(p.value) if t is int else p.value
+    return meta
+
+
 def filter_sos(meta: dict, fs: float):
     """The second-order sections the service runs at stream rate `fs`."""
     from scipy import signal

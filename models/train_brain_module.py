@@ -62,7 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import build_demo as bd
-from contract import write_contract
+from contract import read_contract, write_contract
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -72,7 +72,7 @@ def load_contract(args):
     scaler, channels...), the sensor layout (for the spatial attention) and the reference
     input window."""
     demo = HERE / "demo"
-    meta = {p.key: p.value for p in onnx.load(str(demo / "encoder.onnx")).metadata_props}
+    meta = read_contract(demo / "encoder.onnx")
     _, _, xy = bd.load_layout()
     return meta, xy, np.load(demo / "reference_input.npy")
 
@@ -93,8 +93,8 @@ def load_splits(args):
     baseline (models/.cache, checked against the world), else simulated here the same way;
     scaled with models/demo's scaler."""
     demo = HERE / "demo"
-    meta = {p.key: p.value for p in onnx.load(str(demo / "encoder.onnx")).metadata_props}
-    center, scale = np.array(json.loads(meta["scaler_center"])), np.array(json.loads(meta["scaler_scale"]))
+    meta = read_contract(demo / "encoder.onnx")
+    center, scale = np.array(meta["scaler_center"]), np.array(meta["scaler_scale"])
     world = bd.World.load(demo)
     emb = np.load(demo / "gallery" / "embeddings.npy").astype(np.float32)
     cached = bd.load_trials(demo) if args.train_reps == 3 else None
@@ -325,11 +325,7 @@ def main():
     exp = Export(model).eval()
     path = str(out / "encoder.onnx")
     m = export_onnx(exp, ref_in, path)
-    new_meta = {k: (json.loads(v) if v.startswith("[") else v) for k, v in meta.items() if k != "meg_decoder.contract"}
-    for k in ("sample_rate_hz", "window_start_s", "highpass_hz", "lowpass_hz", "notch_q", "clamp"):
-        new_meta[k] = float(new_meta[k])
-    for k in ("window_samples", "filter_order", "embedding_dim", "subjects"):
-        new_meta[k] = int(new_meta[k])
+    new_meta = dict(meta)
     params = sum(p.numel() for p in model.parameters())
     flags = f"--seed {args.seed} --train-reps {args.train_reps} --epochs {args.epochs} --patience {args.patience} --sensor-dropout {args.sensor_dropout} --batch-size {bs}{' --small' if args.small else ''}"
     new_meta.update(name="demo-brain-module-v2",

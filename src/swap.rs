@@ -43,11 +43,7 @@ impl LoadedModel {
             Some(p) => Some(Generator::load(p, encoder.contract().embedding_dim, opts)?),
             None => None,
         };
-        let stages = model
-            .stages
-            .iter()
-            .map(|(name, p)| Ok((name.clone(), Encoder::load(p, opts)?)))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let stages = model.load_stages(opts)?;
         Ok(Self { dir: dir.to_path_buf(), encoder, gallery, generator, stages })
     }
 }

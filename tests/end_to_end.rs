@@ -97,6 +97,12 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
     assert_eq!(py_lines.len(), 20);
     assert!(py_lines.windows(2).all(|w| w[1]["sequence"].as_u64() > w[0]["sequence"].as_u64()));
     assert!(py_lines.iter().all(|d| d["embedding_dim"] == 32 && d["top_k"].as_array().unwrap().len() == 5));
+    // The grpcio client sees the stage fields as the proto defines them.
+    for d in &py_lines {
+        let (stage, stages) = (d["stage"].as_u64().unwrap(), d["stages"].as_u64().unwrap());
+        let locked = d["mode"] == "event_locked";
+        assert!(if locked { stages == 3 && (1..=3).contains(&stage) } else { (stage, stages) == (0, 0) }, "{d}");
+    }
 
     let out = client.wait_with_output().unwrap();
     let page = scrape(&metrics);

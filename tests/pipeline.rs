@@ -106,9 +106,7 @@ fn progressive_stages_decode_each_marker_first_on_the_shortest_window() {
     let dir = ModelDir::open(&demo()).unwrap();
     let names: Vec<&str> = dir.stages.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["s250", "s500"]);
-    let load = || -> Vec<(String, Encoder)> {
-        dir.stages.iter().map(|(n, p)| (n.clone(), Encoder::load(p, &EncoderOptions::default()).unwrap())).collect()
-    };
+    let load = || dir.load_stages(&EncoderOptions::default()).unwrap();
     let pc = PipelineConfig { hop_s: None, ..Default::default() };
     let desc = simulate::stream_description(&cfg);
     let mut core =

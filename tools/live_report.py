@@ -12,10 +12,13 @@ onset, one LSL clock on one machine). SIMULATED data.
 import argparse
 import json
 import pathlib
+import sys
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models"))
+from report_sections import write_section  # noqa: E402
 
 
 def score_set(shown, bank, hpos):
@@ -61,7 +64,6 @@ def section(model, r):
     p = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     ng, nh = r["n_gallery"], r["n_held_out"]
     lines = [
-        "<!-- live:begin -->",
         "## Live (simulate -> serve -> client)", "",
         f"`tools/live_report.sh` (`make models` runs it): `meg-decoder simulate --model models/demo --stimuli held-out` "
         f"played held-out stimuli (SOA 1.5 +- 0.2 s) over LSL; `serve --model models/{model}` decoded each one "
@@ -82,8 +84,7 @@ def section(model, r):
             lines.append(f"| {i + 1} of {r['stages']} | {st['window_end_after_onset_ms']:.0f} ms | "
                          f"{st['onset_to_decoding_ms']['p50']:.0f} / {st['onset_to_decoding_ms']['p99']:.0f} ms | "
                          f"{p(st['held_out']['top1'])} / {p(st['held_out']['top5'])} | {p(st['gallery']['top1'])} / {p(st['gallery']['top5'])} |")
-    lines += ["<!-- live:end -->", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def main():
@@ -100,14 +101,7 @@ def main():
     for m in a.models:
         lines = [json.loads(l) for l in open(pathlib.Path(a.out) / f"decodings_{m}.jsonl") if l.strip()]
         r = results[m] = score(lines, ids, emb, held_out, a.n)
-        rep = ROOT / "models" / m / "REPORT.md"
-        text = rep.read_text() if rep.exists() else ""
-        if "<!-- live:begin -->" in text:
-            head, rest = text.split("<!-- live:begin -->", 1)
-            text = head + section(m, r) + rest.split("<!-- live:end -->", 1)[1].lstrip("\n")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section(m, r)
-        rep.write_text(text)
+        write_section(ROOT / "models" / m / "REPORT.md", "live", section(m, r))
         print(m, json.dumps(r))
     (pathlib.Path(a.out) / "live.json").write_text(json.dumps(results, indent=1) + "\n")
 

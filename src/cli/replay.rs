@@ -61,11 +61,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let dir = ModelDir::open(a.model.as_deref().unwrap_or(meg_decoder::app::bundled_model()))?;
     let encoder = Encoder::load(&dir.encoder, &EncoderOptions::default())?;
     let gallery = dir.gallery.as_ref().map(|g| Gallery::load(g)).transpose()?.map(Arc::new);
-    let stages = dir
-        .stages
-        .iter()
-        .map(|(name, p)| Ok((name.clone(), Encoder::load(p, &EncoderOptions::default())?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stages = dir.load_stages(&EncoderOptions::default())?;
     let config = replay::recorded_pipeline_config(&file).unwrap_or_else(|| {
         eprintln!("note: the file does not say how it was decoded live; using the default pipeline settings");
         PipelineConfig::default()

@@ -51,4 +51,9 @@ impl ModelDir {
         let stages = crate::pipeline::stage_files(root);
         Ok(Self { root: root.to_path_buf(), encoder, gallery, generator, stages })
     }
+
+    /// Loads the progressive stages' encoders, by name (for `DecoderCore::with_stages`).
+    pub fn load_stages(&self, opts: &EncoderOptions) -> Result<Vec<(String, Encoder)>, ModelError> {
+        self.stages.iter().map(|(name, p)| Ok((name.clone(), Encoder::load(p, opts)?))).collect()
+    }
 }
