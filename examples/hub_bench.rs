@@ -63,6 +63,7 @@ async fn round(addr: std::net::SocketAddr, hub: Arc<Hub>, subscribers: usize, se
             mode: if i == n { DecodeMode::EventLocked } else { DecodeMode::Continuous },
             marker: (i == n).then(|| meg_decoder::pipeline::MarkerRef { text: "end".into(), timestamp: 0.0 }),
             onset: meg_decoder::lsl::local_clock().unwrap_or(0.0) - 1.0,
+            on_screen_at: None,
             // Fresh on the LSL clock, which the server ages decodings by.
             window_start: meg_decoder::lsl::local_clock().unwrap_or(0.0) - 1.5,
             window_end: meg_decoder::lsl::local_clock().unwrap_or(0.0),

@@ -47,6 +47,7 @@ OPTIONAL = {
     "evoked_band_hz": list,
     "settle_s": float,
     "resampler": str,
+    "target": str,
 }
 
 # The resampler's kernel (src/dsp/resample.rs).
@@ -86,6 +87,9 @@ def validate(meta: dict) -> None:
         raise ValueError("resampler must be 'sinc' (the default) or 'causal'")
     if meta.get("resampler") == "causal" and meta.get("filter_phase", "causal") != "causal":
         raise ValueError("resampler 'causal' needs filter_phase 'causal'")
+    if meta.get("target", "onset") not in ("onset", "on_screen"):
+        raise ValueError("target must be 'onset' (the default: windows locked to an image onset) or 'on_screen' "
+                         "(a model for continuous use: the image on screen at the decoded instant)")
     band = meta.get("evoked_band_hz", [1.0, 30.0])
     if len(band) != 2 or not 0 <= band[0] < band[1]:
         raise ValueError("evoked_band_hz must be [low, high] with 0 <= low < high")

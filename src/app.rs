@@ -40,7 +40,7 @@ impl App {
             execution_provider: cfg.model.execution_provider,
             warmup_runs: 3,
         };
-        let LoadedModel { encoder, gallery, generator, stages, .. } = LoadedModel::load(&cfg.model.dir, &opts)?;
+        let LoadedModel { encoder, gallery, generator, companions, .. } = LoadedModel::load(&cfg.model.dir, &opts)?;
         let contract = encoder.contract().clone();
         tracing::info!("model {}", contract.summary());
 
@@ -96,12 +96,15 @@ impl App {
             keep_up: cfg.pipeline.keep_up,
             max_lag_s: cfg.pipeline.max_lag_s,
         };
-        let mut core =
-            DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?.with_stages(stages)?;
+        let mut core = DecoderCore::new(encoder, gallery.clone(), &acquisition.description, pc.clone())?
+            .with_companions(companions)?;
         for (name, end) in core.stages() {
             tracing::info!(
                 "progressive stage '{name}': event-locked decoding of the window ending {end:+.3} s after the onset"
             );
+        }
+        if let Some(c) = core.continuous_contract() {
+            tracing::info!("continuous decodings by the encoder trained for continuous use: {}", c.summary());
         }
         core.set_markers_expected(markers.is_some());
         tracing::info!("preprocessing: {}", core.preprocessing_summary());

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::ingest::{RingBuffer, StreamDescription};
-use crate::model::{Encoder, EncoderOptions, Gallery, Generator, ModelDir, ScalerSpec};
+use crate::model::{CompanionEncoders, Encoder, EncoderOptions, Gallery, Generator, ModelDir, ScalerSpec};
 use crate::pipeline::{DecoderCore, ModelSwitch, PipelineConfig, RingChunks, SwitchDone};
 use crate::server::ModelInfo;
 
@@ -27,8 +27,9 @@ pub struct LoadedModel {
     pub encoder: Encoder,
     pub gallery: Option<Arc<Gallery>>,
     pub generator: Option<Generator>,
-    /// Progressive stages (`stages/*/encoder.onnx`), for [`DecoderCore::with_stages`].
-    pub stages: Vec<(String, Encoder)>,
+    /// Progressive stages (`stages/*/encoder.onnx`) and the encoder for continuous use
+    /// (`continuous/encoder.onnx`), for [`DecoderCore::with_companions`].
+    pub companions: CompanionEncoders,
 }
 
 impl LoadedModel {
@@ -43,8 +44,8 @@ impl LoadedModel {
             Some(p) => Some(Generator::load(p, encoder.contract().embedding_dim, opts)?),
             None => None,
         };
-        let stages = model.load_stages(opts)?;
-        Ok(Self { dir: dir.to_path_buf(), encoder, gallery, generator, stages })
+        let companions = model.load_companions(opts)?;
+        Ok(Self { dir: dir.to_path_buf(), encoder, gallery, generator, companions })
     }
 }
 
@@ -54,7 +55,15 @@ pub fn model_info(core: &DecoderCore, generator: bool) -> ModelInfo {
     ModelInfo {
         name: contract.name.clone(),
         id: core.model_id().to_string(),
-        contract: format!("{} | {}", contract.summary(), core.preprocessing_summary()),
+        contract: match core.continuous_contract() {
+            Some(c) => format!(
+                "{} | {} | continuous decodings by {}",
+                contract.summary(),
+                core.preprocessing_summary(),
+                c.summary()
+            ),
+            None => format!("{} | {}", contract.summary(), core.preprocessing_summary()),
+        },
         sha256: core.encoder().sha256().to_string(),
         embedding_space: contract.embedding_space.clone(),
         embedding_dim: contract.embedding_dim,
@@ -171,7 +180,7 @@ impl ModelSwitcher {
         })?;
         let sha = loaded.encoder.sha256().to_string();
         let mut core = DecoderCore::new(loaded.encoder, loaded.gallery.clone(), &self.stream, self.config.clone())
-            .and_then(|c| c.with_stages(loaded.stages))
+            .and_then(|c| c.with_companions(loaded.companions))
             .map_err(|e| {
                 SwitchError::Rejected(self.hide_paths(format!(
                     "model {} cannot decode stream '{}': {e}",

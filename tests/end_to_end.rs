@@ -97,11 +97,14 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
     assert_eq!(py_lines.len(), 20);
     assert!(py_lines.windows(2).all(|w| w[1]["sequence"].as_u64() > w[0]["sequence"].as_u64()));
     assert!(py_lines.iter().all(|d| d["embedding_dim"] == 32 && d["top_k"].as_array().unwrap().len() == 5));
-    // The grpcio client sees the stage fields as the proto defines them.
+    // The grpcio client sees the stage fields as the proto defines them, and on_screen_at on
+    // the continuous decodings of models/demo's encoder for continuous use (None, from
+    // on_screen_at 0, on event-locked ones).
     for d in &py_lines {
         let (stage, stages) = (d["stage"].as_u64().unwrap(), d["stages"].as_u64().unwrap());
         let locked = d["mode"] == "event_locked";
         assert!(if locked { stages == 3 && (1..=3).contains(&stage) } else { (stage, stages) == (0, 0) }, "{d}");
+        assert_eq!(d["on_screen_at"].is_null(), locked, "{d}");
     }
 
     let out = client.wait_with_output().unwrap();
@@ -141,6 +144,13 @@ fn simulate_to_subscribers_continuous_and_event_locked_with_metrics() {
         })
         .count();
     assert!(in_order >= 3, "{in_order} markers with stages 1, 2, 3 in order");
+    // Continuous decodings come from models/demo's encoder for continuous use: its window
+    // (61 samples at 120 Hz: 0.5 s), the image on screen at its start (window_start_s 0), no onset.
+    for d in &cont {
+        let (start, end) = (d["window_start"].as_f64().unwrap(), d["window_end"].as_f64().unwrap());
+        assert!((end - start - 0.5).abs() < 1e-3 && d["onset"] == 0.0, "{d}");
+        assert!((d["on_screen_at"].as_f64().unwrap() - start).abs() < 1e-9, "{d}");
+    }
     // Continuous windows end at the newest sample: latency is the resampler's ~50 ms plus little.
     let mut lat: Vec<f64> = cont.iter().map(|d| d["latency_ms"].as_f64().unwrap()).collect();
     lat.sort_by(f64::total_cmp);

@@ -59,6 +59,7 @@ fn decoding(seq: u64, mode: DecodeMode, dim: usize) -> Arc<Decoding> {
         marker: (mode == DecodeMode::EventLocked)
             .then(|| MarkerRef { text: format!("img_{seq:04}"), timestamp: seq as f64 }),
         onset: seq as f64,
+        on_screen_at: None,
         // Fresh: the window ended just now (subscribers drop decodings older than 2 s).
         window_start: meg_decoder::lsl::local_clock().unwrap() - 1.5,
         window_end: meg_decoder::lsl::local_clock().unwrap(),

@@ -76,6 +76,7 @@ fn pyxdf_reads_every_stream_sample_and_timestamp() {
             mode: DecodeMode::Continuous,
             marker: None,
             onset: i as f64 + 0.5,
+            on_screen_at: None,
             window_start: i as f64,
             window_end: i as f64 + 1.5,
             decoded_at: lsl::local_clock().unwrap(),

@@ -7,7 +7,9 @@ Per model, from `client --json --embedding` lines: the event-locked decodings of
 simulated held-out stimuli; top-1/top-5 among the whole gallery (the service's own top-k)
 and among the held-out images (cosine of the decoding's embedding, as REPORT.md's offline
 single-trial figure); chance levels; and onset -> decoding at the client (received_at -
-onset, one LSL clock on one machine). SIMULATED data.
+onset, one LSL clock on one machine); and the continuous decodings (every 25 ms hop): is the
+image on screen at the instant each one decodes (`on_screen_at` for a model with an encoder
+for continuous use, else the implied `onset`) among the best held-out images. SIMULATED data.
 """
 import argparse
 import json
@@ -38,6 +40,35 @@ def score_set(shown, bank, hpos):
             "onset_to_decoding_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}}
 
 
+def score_continuous(lines, bank, hpos, shown):
+    """Continuous decodings whose instant (on_screen_at, or the implied onset of a model
+    locked to onsets) falls while a scored held-out stimulus is on screen (the last onset
+    at or before it, at most 1.7 s before): top-1/top-5 among the held-out images, and the
+    delay from that instant to arrival at the client."""
+    times = np.array([t for t, _ in shown])
+    rows = []
+    for d in lines:
+        if d["mode"] != "continuous" or not d.get("embedding"):
+            continue
+        t = d.get("on_screen_at") or d["onset"]
+        k = int(np.searchsorted(times, t, side="right")) - 1
+        if k < 0 or t - times[k] > 1.7:
+            continue
+        rows.append((d, hpos[shown[k][1]], t))
+    if not rows:
+        return None
+    e = np.array([d["embedding"] for d, _, _ in rows], dtype=np.float64)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    sim = e @ bank.T
+    truth = np.array([i for _, i, _ in rows])
+    rank = (sim > sim[np.arange(len(rows)), truth][:, None]).sum(1)
+    delay = np.array([d["received_at"] - t for d, _, t in rows]) * 1e3
+    on_screen = any(d.get("on_screen_at") for d, _, _ in rows)
+    return {"windows": len(rows), "refers_to": "on_screen_at" if on_screen else "onset",
+            "top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
+            "instant_to_decoding_ms": {"p50": float(np.percentile(delay, 50)), "p99": float(np.percentile(delay, 99))}}
+
+
 def score(lines, gallery_ids, emb, held_out, n):
     """The first `n` stimuli whose every stage arrived: the final stage's figures, and
     each stage's when the model decodes progressively."""
@@ -57,6 +88,8 @@ def score(lines, gallery_ids, emb, held_out, n):
            "n_held_out": len(held_out), "missed": int(sum(d["missed"] for d in lines)), **score_set(final, bank, hpos)}
     if stages > 1:
         out["per_stage"] = [score_set([v[i] for v in trials], bank, hpos) for i in range(stages)]
+    shown = sorted((v[0]["onset"], v[0]["marker"]) for v in trials)
+    out["continuous"] = score_continuous(lines, bank, hpos, shown)
     return out
 
 
@@ -84,6 +117,16 @@ def section(model, r):
             lines.append(f"| {i + 1} of {r['stages']} | {st['window_end_after_onset_ms']:.0f} ms | "
                          f"{st['onset_to_decoding_ms']['p50']:.0f} / {st['onset_to_decoding_ms']['p99']:.0f} ms | "
                          f"{p(st['held_out']['top1'])} / {p(st['held_out']['top5'])} | {p(st['gallery']['top1'])} / {p(st['gallery']['top5'])} |")
+    c = r.get("continuous")
+    if c:
+        what = ("the encoder for continuous use (`continuous/encoder.onnx`), scored against the image on screen at "
+                "each decoding's `on_screen_at`" if c["refers_to"] == "on_screen_at" else
+                "the onset-locked model applied every hop (no encoder for continuous use), scored against the image on "
+                "screen at each decoding's implied `onset`")
+        lines += ["", f"Continuous decodings (every 25 ms, the same stimuli on screen; {c['windows']} decodings) by {what}: "
+                  f"top-1 {p(c['top1'])} / top-5 {p(c['top5'])} among the {nh} held-out images (chance {p(1 / nh)} / "
+                  f"{p(5 / nh)}); from that instant to the decoding at the client p50 "
+                  f"{c['instant_to_decoding_ms']['p50']:.0f} ms, p99 {c['instant_to_decoding_ms']['p99']:.0f} ms."]
     return lines
 
 

@@ -2,7 +2,8 @@
 # The live figure of the bundled models: `simulate` (the demo world, held-out images only)
 # -> `serve` (one per model, all on the same stream, so they see the same trials) ->
 # `client --json --embedding`, for N stimuli (default 200; SOA 1.5 s: about 5 minutes);
-# a model with progressive stages is scored per stage too.
+# a model with progressive stages is scored per stage too, and the continuous decodings
+# (every 25 ms) against the image on screen.
 # tools/live_report.py then scores each model's event-locked decodings (single trials:
 # among the whole gallery, as the service ranks them, and among the 200 held-out images,
 # re-ranked from the embedding as REPORT.md's offline figures are) and the time from
@@ -40,7 +41,7 @@ for p in "${ports[@]}"; do
 done
 i=0
 for model in $MODELS; do
-  $BIN client --addr "http://127.0.0.1:${ports[$i]}" --json --embedding --event-locked-only --duration $((N * 3 / 2 + 15)) \
+  $BIN client --addr "http://127.0.0.1:${ports[$i]}" --json --embedding --max-rate 0 --duration $((N * 3 / 2 + 15)) \
     --held-out models/demo/world/held_out.txt >"$OUT/decodings_$model.jsonl" 2>"$OUT/client_$model.log" &
   pids+=($!)
   i=$((i + 1))

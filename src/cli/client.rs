@@ -271,7 +271,7 @@ async fn run_async(a: ClientArgs) -> anyhow::Result<()> {
         if a.json {
             let mut v = serde_json::json!({
                 "sequence": d.sequence, "mode": if d.mode == proto::Mode::EventLocked as i32 { "event_locked" } else { "continuous" },
-                "marker": d.marker, "onset": d.onset, "window_start": d.window_start, "window_end": d.window_end, "decoded_at": d.decoded_at,
+                "marker": d.marker, "onset": d.onset, "on_screen_at": d.on_screen_at, "window_start": d.window_start, "window_end": d.window_end, "decoded_at": d.decoded_at,
                 "latency_ms": d.latency_ms, "age_ms": d.age_ms, "stage": d.stage, "stages": d.stages, "received_at": received_at, "encoder_ms": d.encoder_ms, "missed": d.missed, "repaired": d.repaired,
                 "top_k": d.top_k.iter().map(|h| serde_json::json!({"image_id": h.image_id, "score": h.score})).collect::<Vec<_>>(),
                 "embedding": d.embedding, "image_sequence": d.image_sequence, "image_bytes": d.image_png.len(),
@@ -282,7 +282,10 @@ async fn run_async(a: ClientArgs) -> anyhow::Result<()> {
             println!("{v}");
         } else {
             let top: Vec<String> = d.top_k.iter().map(|h| format!("{}:{:.2}", h.image_id, h.score)).collect();
-            let marker = if d.marker.is_empty() {
+            let marker = if d.marker.is_empty() && d.on_screen_at != 0.0 {
+                // A model trained for continuous use: the image on screen that long ago.
+                format!("on screen at {:+.2} s", d.on_screen_at - d.window_end)
+            } else if d.marker.is_empty() {
                 "continuous".to_string()
             } else {
                 let ok = d.top_k.first().is_some_and(|h| h.image_id == d.marker);

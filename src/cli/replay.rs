@@ -61,13 +61,13 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let dir = ModelDir::open(a.model.as_deref().unwrap_or(meg_decoder::app::bundled_model()))?;
     let encoder = Encoder::load(&dir.encoder, &EncoderOptions::default())?;
     let gallery = dir.gallery.as_ref().map(|g| Gallery::load(g)).transpose()?.map(Arc::new);
-    let stages = dir.load_stages(&EncoderOptions::default())?;
+    let companions = dir.load_companions(&EncoderOptions::default())?;
     let config = replay::recorded_pipeline_config(&file).unwrap_or_else(|| {
         eprintln!("note: the file does not say how it was decoded live; using the default pipeline settings");
         PipelineConfig::default()
     });
     let started = std::time::Instant::now();
-    let decodings = replay::decode_offline(&file, encoder, gallery, stages, config)?;
+    let decodings = replay::decode_offline(&file, encoder, gallery, companions, config)?;
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,

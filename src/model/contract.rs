@@ -41,6 +41,28 @@ impl FilterPhase {
     }
 }
 
+/// What a window's embedding stands for (the contract's `target` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Trained on windows locked to an image onset at the decoded instant (the paper's
+    /// epochs): "the image that appeared at the instant".
+    #[default]
+    Onset,
+    /// Trained for continuous use, on every position of the window along a recording:
+    /// "the image on screen at the instant".
+    OnScreen,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Onset => "onset",
+            Target::OnScreen => "on_screen",
+        }
+    }
+}
+
 /// How the stream is brought to the model's rate (the contract's `resampler` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -98,6 +120,9 @@ pub struct ModelContract {
     pub embedding_space: String,
     pub embedding_dim: usize,
     pub subjects: usize,
+    /// What the embedding stands for: the image appearing at the decoded instant, or the
+    /// image on screen then.
+    pub target: Target,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -229,6 +254,19 @@ impl ModelContract {
         } else {
             (1.0, 30.0)
         };
+        let target =
+            match m.get("target").map(|s| s.trim()) {
+                None | Some("") | Some("onset") => Target::Onset,
+                Some("on_screen") => Target::OnScreen,
+                Some(other) => return Err(ContractError::Invalid {
+                    key: "target",
+                    value: other.chars().take(40).collect(),
+                    why:
+                        "expected 'onset' (the default: windows locked to an image onset) or 'on_screen' (a model for \
+                          continuous use: the image on screen at the decoded instant)"
+                            .into(),
+                }),
+            };
         let settle_s: Option<f64> = opt(m, "settle_s")?;
         if let Some(s) = settle_s.filter(|s| !(0.0..=600.0).contains(s)) {
             return Err(ContractError::Invalid {
@@ -259,6 +297,7 @@ impl ModelContract {
             embedding_space: get(m, "embedding_space")?.to_string(),
             embedding_dim: parse(m, "embedding_dim")?,
             subjects: opt(m, "subjects")?.unwrap_or(1),
+            target,
         };
         for (key, v) in [("highpass_hz", c.highpass_hz), ("lowpass_hz", c.lowpass_hz)] {
             if let Some(f) = v.filter(|f| !f.is_finite() || *f <= 0.0) {
@@ -331,13 +370,17 @@ impl ModelContract {
     /// A one-paragraph human summary.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s), band {}-{} Hz{} ({} filters, {} resampler), baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
+            "{}: {} channels at {} Hz, window {} samples ({:+.3}..{:+.3} s{}), band {}-{} Hz{} ({} filters, {} resampler), baseline {:+.2}..{:+.2} s, scaler {}, clamp {}, embedding {} (dim {})",
             self.name,
             self.channel_names.len(),
             self.sample_rate,
             self.window_samples,
             self.window_start_s,
             self.window_start_s + (self.window_samples as f64 - 1.0) / self.sample_rate,
+            match self.target {
+                Target::Onset => "",
+                Target::OnScreen => " around the instant whose on-screen image it decodes",
+            },
             self.highpass_hz.map_or("DC".into(), |v| v.to_string()),
             self.lowpass_hz.map_or("Nyquist".into(), |v| v.to_string()),
             if self.notch_hz.is_empty() { String::new() } else { format!(", notch {:?} Hz", self.notch_hz) },
@@ -390,5 +433,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("filter_phase 'causal'"), "{err}");
+    }
+
+    #[test]
+    fn the_target_is_read_and_checked() {
+        assert_eq!(ModelContract::from_metadata(&meta(&[])).unwrap().target, Target::Onset);
+        let c = ModelContract::from_metadata(&meta(&[("target", "on_screen")])).unwrap();
+        assert_eq!(c.target, Target::OnScreen);
+        assert!(c.summary().contains("on-screen image"), "{}", c.summary());
+        let err = ModelContract::from_metadata(&meta(&[("target", "offset")])).unwrap_err().to_string();
+        assert!(err.contains("'target'") && err.contains("'onset'") && err.contains("'on_screen'"), "{err}");
     }
 }

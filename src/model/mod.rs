@@ -6,6 +6,8 @@
 //! <model>/gallery/          optional: ids.txt, embeddings.npy, images/<id>.png
 //! <model>/generator.onnx    optional: embedding -> image f32[batch, 3, H, W]
 //! <model>/world/            optional: what `simulate` needs to produce decodable responses
+//! <model>/stages/*/encoder.onnx      optional: progressive stages (shorter windows from the onset)
+//! <model>/continuous/encoder.onnx    optional: the encoder for continuous use (`target = on_screen`)
 //! ```
 
 pub mod contract;
@@ -18,7 +20,7 @@ mod runtime;
 use std::path::{Path, PathBuf};
 
 pub use contract::{
-    ContractError, FilterPhase, ModelContract, ResamplerProfile, ScalerSpec, CAUSAL_ANTIALIAS_FRACTION,
+    ContractError, FilterPhase, ModelContract, ResamplerProfile, ScalerSpec, Target, CAUSAL_ANTIALIAS_FRACTION,
     CAUSAL_ANTIALIAS_ORDER,
 };
 pub use encoder::{sha256_hex, Encoder, EncoderOptions, ExecutionProvider, ModelError};
@@ -35,6 +37,18 @@ pub struct ModelDir {
     pub generator: Option<PathBuf>,
     /// Progressive stages: `stages/<name>/encoder.onnx`, by name.
     pub stages: Vec<(String, PathBuf)>,
+    /// The encoder trained for continuous use: `continuous/encoder.onnx`.
+    pub continuous: Option<PathBuf>,
+}
+
+/// The encoders a model directory carries beside `encoder.onnx` (for
+/// `DecoderCore::with_companions`).
+#[derive(Default)]
+pub struct CompanionEncoders {
+    /// Progressive stages, by name.
+    pub stages: Vec<(String, Encoder)>,
+    /// The encoder for continuous decodings.
+    pub continuous: Option<Encoder>,
 }
 
 impl ModelDir {
@@ -49,11 +63,20 @@ impl ModelDir {
         let gallery = Some(root.join("gallery")).filter(|p| p.join("ids.txt").is_file());
         let generator = Some(root.join("generator.onnx")).filter(|p| p.is_file());
         let stages = crate::pipeline::stage_files(root);
-        Ok(Self { root: root.to_path_buf(), encoder, gallery, generator, stages })
+        let continuous = Some(root.join("continuous").join("encoder.onnx")).filter(|p| p.is_file());
+        Ok(Self { root: root.to_path_buf(), encoder, gallery, generator, stages, continuous })
     }
 
-    /// Loads the progressive stages' encoders, by name (for `DecoderCore::with_stages`).
-    pub fn load_stages(&self, opts: &EncoderOptions) -> Result<Vec<(String, Encoder)>, ModelError> {
-        self.stages.iter().map(|(name, p)| Ok((name.clone(), Encoder::load(p, opts)?))).collect()
+    /// Loads the progressive stages' and the continuous encoder (for
+    /// `DecoderCore::with_companions`).
+    pub fn load_companions(&self, opts: &EncoderOptions) -> Result<CompanionEncoders, ModelError> {
+        Ok(CompanionEncoders {
+            stages: self
+                .stages
+                .iter()
+                .map(|(name, p)| Ok((name.clone(), Encoder::load(p, opts)?)))
+                .collect::<Result<_, ModelError>>()?,
+            continuous: self.continuous.as_ref().map(|p| Encoder::load(p, opts)).transpose()?,
+        })
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::continuous::ContinuousModel;
 use super::decoding::{DecodeMode, Decoding, MarkerRef, PipelineStats, SkipReason};
 use super::events::{EventConfig, EventError, OnsetDetector, OnsetPairing, Paired};
 use super::preprocess::{si_unit_of_type, ChannelMap, ChannelMatching, MappingError, Preprocessor};
@@ -13,7 +14,7 @@ use super::signal::SignalSnapshot;
 use super::stages::Stage;
 use super::window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};
 use crate::ingest::{Marker, StreamDescription};
-use crate::model::{Encoder, Gallery, ModelContract, ModelError};
+use crate::model::{CompanionEncoders, Encoder, Gallery, ModelContract, ModelError, Target};
 
 /// What to do with windows that contain repaired NaN/Inf samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -179,6 +180,23 @@ pub struct DecoderCore {
     stages: Vec<Stage>,
     /// Stage window requests (reused between polls).
     stage_requests: Vec<Result<WindowRequest, Skipped>>,
+    /// The encoder trained for continuous use, which then decodes every continuous window
+    /// (None: the model's own encoder does).
+    continuous: Option<ContinuousModel>,
+    /// Windows of one encoder, taken from `ready` in order (reused between batches).
+    run: Vec<(WindowRequest, bool)>,
+}
+
+/// Which encoder made a decoding, as the decoding needs to say it.
+#[derive(Clone, Copy)]
+struct MadeBy {
+    /// Window length in model samples.
+    len: u64,
+    /// The encoder's window start relative to the instant it decodes.
+    window_start_s: f64,
+    target: Target,
+    /// Progressive stage and stage count (0, 0 for continuous decodings).
+    stage: (u32, u32),
 }
 
 /// A window request after [`DecoderCore::check`]: decodable (with its `repaired` flag), or
@@ -287,6 +305,8 @@ impl DecoderCore {
             recent_markers: VecDeque::with_capacity(RECENT_MARKERS),
             stages: Vec::new(),
             stage_requests: Vec::with_capacity(8),
+            continuous: None,
+            run: Vec::with_capacity(config.max_batch.max(1)),
             gallery,
             encoder,
             pre,
@@ -319,6 +339,47 @@ impl DecoderCore {
         }
         self.stages = v;
         Ok(self)
+    }
+
+    /// Adds the encoder trained for continuous use (a model directory's
+    /// `continuous/encoder.onnx`, `target = on_screen`): it decodes every continuous
+    /// window, on its own window, while the model's encoder keeps the event-locked ones.
+    pub fn with_continuous(mut self, encoder: Option<Encoder>) -> Result<Self, PipelineError> {
+        let Some(encoder) = encoder else { return Ok(self) };
+        let c = ContinuousModel::new(encoder, self.encoder.contract(), self.config.hop_s)?;
+        if let Some(g) = &self.gallery {
+            if c.contract.embedding_dim != g.dim {
+                return Err(PipelineError::GalleryDim {
+                    gallery: g.dim,
+                    encoder: c.contract.embedding_dim,
+                    space: c.contract.embedding_space.clone(),
+                });
+            }
+        }
+        if self.config.buffer_s < c.contract.window_s() + 1.0 {
+            return Err(PipelineError::Config(format!(
+                "the continuous encoder's window ({:.2} s) does not fit in the {:.1} s buffer; raise the buffer to at \
+                 least {:.1} s",
+                c.contract.window_s(),
+                self.config.buffer_s,
+                c.contract.window_s() + 1.0
+            )));
+        }
+        // The model's own scheduler keeps the event-locked windows only.
+        self.scheduler = WindowScheduler::new(&self.contract, None, self.config.event_locked);
+        self.continuous = Some(c);
+        Ok(self)
+    }
+
+    /// Adds what a model directory carries beside its encoder: progressive stages and the
+    /// encoder for continuous use.
+    pub fn with_companions(self, companions: CompanionEncoders) -> Result<Self, PipelineError> {
+        self.with_stages(companions.stages)?.with_continuous(companions.continuous)
+    }
+
+    /// The contract of the encoder trained for continuous use, when there is one.
+    pub fn continuous_contract(&self) -> Option<&ModelContract> {
+        self.continuous.as_ref().map(ContinuousModel::contract)
     }
 
     /// The progressive stages' names and window ends after the onset (s), in order.
@@ -482,7 +543,7 @@ impl DecoderCore {
                 }
                 self.segment = Some(seg);
             }
-            let Self { pre, buf, assembler, scheduler, requests, .. } = self;
+            let Self { pre, buf, assembler, scheduler, requests, continuous, .. } = self;
             pre.push(row, timestamps[i], |s| {
                 buf.push(s.row, s.timestamp, seg, s.repaired, s.settled);
                 if s.settled {
@@ -490,7 +551,8 @@ impl DecoderCore {
                 }
                 // Requests in the order their windows complete (continuous first at a
                 // tie), so the decodings' order does not depend on the chunking.
-                if let Some(r) = scheduler.continuous(buf) {
+                let every_hop = continuous.as_ref().map_or(&*scheduler, |c| &c.scheduler);
+                if let Some(r) = every_hop.continuous(buf) {
                     requests.push(r);
                 }
                 scheduler.ready_epochs(buf, requests);
@@ -550,6 +612,9 @@ impl DecoderCore {
             return;
         }
         self.decode_stages(now, emit);
+        if let Some(c) = &mut self.continuous {
+            c.assembler.share_scaler(&self.assembler);
+        }
         let mut requests = std::mem::take(&mut self.requests);
         let mut checked = std::mem::take(&mut self.checked);
         checked.extend(requests.drain(..).map(|r| r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check(w))));
@@ -594,7 +659,7 @@ impl DecoderCore {
             return;
         }
         let overloaded = self.config.hop_s.is_some_and(|hop| self.encoder_avg_s >= hop);
-        let len = self.contract.window_samples as u64;
+        let len = self.continuous.as_ref().map_or(self.contract.window_samples, |c| c.contract.window_samples) as u64;
         let mut seen = 0;
         checked.retain(|c| {
             let Ok((w, _)) = c else { return true };
@@ -613,7 +678,10 @@ impl DecoderCore {
 
     /// Whether a window can be decoded now; why not if it cannot.
     fn check(&self, w: WindowRequest) -> Checked {
-        self.check_window(w, self.contract.window_samples as u64, self.assembler.ready())
+        match (&self.continuous, &w.marker) {
+            (Some(c), None) => self.check_window(w, c.contract.window_samples as u64, c.assembler.ready()),
+            _ => self.check_window(w, self.contract.window_samples as u64, self.assembler.ready()),
+        }
     }
 
     /// [`check`](Self::check) for a window of `len` samples whose assembler is `ready`.
@@ -634,53 +702,84 @@ impl DecoderCore {
         Ok((w, repaired))
     }
 
-    /// Runs the encoder once over all `ready` windows (a batch when the pipeline has several
-    /// at once, e.g. after catching up), then emits them in order.
+    /// Runs the encoders over all `ready` windows (a batch when the pipeline has several at
+    /// once, e.g. after catching up; consecutive windows of one encoder form one batch),
+    /// then emits them in order.
     fn decode_batch(
         &mut self,
         ready: &mut Vec<(WindowRequest, bool)>,
         now: &dyn Fn() -> f64,
         emit: &mut dyn FnMut(Decoding),
     ) {
-        let (n, one, dim) = (ready.len(), self.assembler.window.len(), self.contract.embedding_dim);
-        self.batch_in.resize(n * one, 0.0);
-        self.batch_out.resize(n * dim, 0.0);
-        for (i, (w, _)) in ready.iter().enumerate() {
-            self.assembler.assemble(&self.buf, w.start);
-            self.batch_in[i * one..(i + 1) * one].copy_from_slice(&self.assembler.window);
-        }
-        let t = std::time::Instant::now();
-        if let Err(e) = self.encoder.encode_batch(&self.batch_in, n, self.config.subject, &mut self.batch_out) {
-            tracing::error!("{e}");
-            ready.drain(..).for_each(|_| self.stats.skip(SkipReason::EncoderError));
-            return;
-        }
-        let encoder_s = t.elapsed().as_secs_f64() / n as f64;
-        self.encoder_avg_s =
-            if self.encoder_avg_s == 0.0 { encoder_s } else { 0.9 * self.encoder_avg_s + 0.1 * encoder_s };
-        let len = self.contract.window_samples as u64;
-        let last = self.stages.len() as u32 + 1;
-        for (i, (w, repaired)) in ready.drain(..).enumerate() {
-            let embedding = self.batch_out[i * dim..(i + 1) * dim].to_vec();
-            let stage = if w.marker.is_some() { (last, last) } else { (0, 0) };
-            self.emit_decoding(w, len, embedding, encoder_s, repaired, stage, now, emit);
+        let by_continuous = |w: &WindowRequest, continuous: bool| continuous && w.marker.is_none();
+        let continuous = self.continuous.is_some();
+        while let Some((first, _)) = ready.first() {
+            let mine = by_continuous(first, continuous);
+            let n = ready.iter().take_while(|(w, _)| by_continuous(w, continuous) == mine).count();
+            let mut run = std::mem::take(&mut self.run);
+            run.extend(ready.drain(..n));
+            self.decode_run(&mut run, mine, now, emit);
+            self.run = run;
         }
     }
 
-    /// Retrieves the gallery's best matches for the embedding of window `w` (`len`
-    /// samples, at `stage` of `stages`), stamps it, numbers it and emits it.
+    /// Runs one encoder (the continuous one when `continuous`, else the model's) over the
+    /// windows of `run` as one batch and emits them in order.
+    fn decode_run(
+        &mut self,
+        run: &mut Vec<(WindowRequest, bool)>,
+        continuous: bool,
+        now: &dyn Fn() -> f64,
+        emit: &mut dyn FnMut(Decoding),
+    ) {
+        let (encoder, assembler, contract) = match (continuous, self.continuous.as_mut()) {
+            (true, Some(c)) => (&mut c.encoder, &mut c.assembler, &c.contract),
+            _ => (&mut self.encoder, &mut self.assembler, &self.contract),
+        };
+        let (n, one, dim) = (run.len(), assembler.window.len(), contract.embedding_dim);
+        self.batch_in.resize(n * one, 0.0);
+        self.batch_out.resize(n * dim, 0.0);
+        for (i, (w, _)) in run.iter().enumerate() {
+            assembler.assemble(&self.buf, w.start);
+            self.batch_in[i * one..(i + 1) * one].copy_from_slice(&assembler.window);
+        }
+        let t = std::time::Instant::now();
+        if let Err(e) = encoder.encode_batch(&self.batch_in, n, self.config.subject, &mut self.batch_out) {
+            tracing::error!("{e}");
+            run.drain(..).for_each(|_| self.stats.skip(SkipReason::EncoderError));
+            return;
+        }
+        let encoder_s = t.elapsed().as_secs_f64() / n as f64;
+        let mut made = MadeBy {
+            len: contract.window_samples as u64,
+            window_start_s: contract.window_start_s,
+            target: contract.target,
+            stage: (0, 0),
+        };
+        self.encoder_avg_s =
+            if self.encoder_avg_s == 0.0 { encoder_s } else { 0.9 * self.encoder_avg_s + 0.1 * encoder_s };
+        let last = self.stages.len() as u32 + 1;
+        for (i, (w, repaired)) in run.drain(..).enumerate() {
+            let embedding = self.batch_out[i * dim..(i + 1) * dim].to_vec();
+            made.stage = if w.marker.is_some() { (last, last) } else { (0, 0) };
+            self.emit_decoding(w, made, embedding, encoder_s, repaired, now, emit);
+        }
+    }
+
+    /// Retrieves the gallery's best matches for the embedding of window `w` (made by the
+    /// encoder `made`), stamps it, numbers it and emits it.
     #[allow(clippy::too_many_arguments)]
     fn emit_decoding(
         &mut self,
         w: WindowRequest,
-        len: u64,
+        made: MadeBy,
         embedding: Vec<f32>,
         encoder_s: f64,
         repaired: bool,
-        (stage, stages): (u32, u32),
         now: &dyn Fn() -> f64,
         emit: &mut dyn FnMut(Decoding),
     ) {
+        let (len, (stage, stages)) = (made.len, made.stage);
         let top_k = match &self.gallery {
             Some(g) => g.top_k(&embedding, self.config.top_k, &mut self.scores),
             None => Vec::new(),
@@ -688,10 +787,20 @@ impl DecoderCore {
         let window_end = self.buf.timestamp(w.start + len - 1);
         let window_start = self.buf.timestamp(w.start);
         let decoded_at = now();
+        // The instant the window decodes: an onset, or (for a model trained for
+        // continuous use) the instant whose on-screen image it decodes.
+        let instant = window_start - made.window_start_s;
+        let (onset, on_screen_at) = match (&w.marker, made.target) {
+            (Some(m), Target::Onset) => (m.timestamp, None),
+            (Some(m), Target::OnScreen) => (m.timestamp, Some(instant)),
+            (None, Target::Onset) => (instant, None),
+            (None, Target::OnScreen) => (0.0, Some(instant)),
+        };
         let d = Decoding {
             sequence: self.sequence,
             mode: if w.marker.is_some() { DecodeMode::EventLocked } else { DecodeMode::Continuous },
-            onset: w.marker.as_ref().map_or(window_start - self.contract.window_start_s, |m| m.timestamp),
+            onset,
+            on_screen_at,
             marker: w.marker.map(|m| MarkerRef { text: m.text, timestamp: m.timestamp }),
             window_start,
             window_end,
@@ -760,7 +869,13 @@ impl DecoderCore {
             return;
         }
         let encoder_s = t.elapsed().as_secs_f64();
-        let (embedding, len) = (stage.out.clone(), stage.contract.window_samples as u64);
-        self.emit_decoding(w, len, embedding, encoder_s, repaired, (i as u32 + 1, stages), now, emit);
+        let made = MadeBy {
+            len: stage.contract.window_samples as u64,
+            window_start_s: stage.contract.window_start_s,
+            target: stage.contract.target,
+            stage: (i as u32 + 1, stages),
+        };
+        let embedding = stage.out.clone();
+        self.emit_decoding(w, made, embedding, encoder_s, repaired, now, emit);
     }
 }

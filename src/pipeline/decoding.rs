@@ -33,6 +33,10 @@ pub struct Decoding {
     /// onset for event-locked windows; for continuous ones `window_start -
     /// window_start_s` (what the window would mean had an image appeared then).
     pub onset: f64,
+    /// Decodings by a model trained for continuous use (contract `target = on_screen`):
+    /// the instant whose on-screen image the embedding stands for (`window_start -
+    /// window_start_s`; local LSL clock). Their `onset` is 0: that model assumes none.
+    pub on_screen_at: Option<f64>,
     /// First and last sample of the window, local LSL clock (seconds).
     pub window_start: f64,
     pub window_end: f64,

@@ -8,13 +8,16 @@
 //! ```
 //!
 //! A model may come with progressive [`Stage`]s (shorter windows from the onset, each its
-//! own encoder), decoded event-locked as each window completes, before the model's own.
+//! own encoder), decoded event-locked as each window completes, before the model's own,
+//! and with a [`ContinuousModel`] (trained for continuous use: the image on screen), which
+//! then decodes every continuous window on its own window.
 //!
 //! [`DecoderCore`] is the whole chain as a deterministic function of its input;
 //! [`LivePipeline`] runs it on its own thread against the ring buffer and the marker
 //! channel, and [`ImageWorker`] draws images apart from it, always on the newest
 //! embedding, so generation never delays the embedding stream.
 
+mod continuous;
 mod core;
 mod decoding;
 mod events;
@@ -25,6 +28,7 @@ mod stages;
 mod window;
 
 pub use self::core::{model_id, DecoderCore, NonFinitePolicy, PipelineConfig, PipelineError};
+pub use continuous::ContinuousModel;
 pub use decoding::{
     DecodeMode, Decoding, Histogram, LatencySummary, MarkerRef, PipelineStats, SkipReason, ENCODER_BUCKETS,
     LATENCY_BUCKETS, SKIP_REASONS,

@@ -34,43 +34,14 @@ impl Stage {
         event_locked: bool,
     ) -> Result<Self, PipelineError> {
         let c = encoder.contract().clone();
-        let differs = |what: &str| {
-            PipelineError::Config(format!(
-                "progressive stage '{name}' ({}) has another {what} than the model ({}): a stage must share the model's \
-                 preprocessing and embedding space; export it with the model's contract and only a shorter window",
-                c.name, model.name
-            ))
-        };
-        if c.sample_rate != model.sample_rate {
-            return Err(differs("sample rate"));
-        }
-        if c.channel_names != model.channel_names {
-            return Err(differs("channel list"));
-        }
-        if (c.highpass_hz, c.lowpass_hz, c.filter_order, &c.notch_hz, c.notch_q, c.filter_phase, c.resampler)
-            != (
-                model.highpass_hz,
-                model.lowpass_hz,
-                model.filter_order,
-                &model.notch_hz,
-                model.notch_q,
-                model.filter_phase,
-                model.resampler,
-            )
-        {
-            return Err(differs("filtering or resampling"));
-        }
-        if c.scaler != model.scaler || c.clamp != model.clamp || c.baseline_s != model.baseline_s {
-            return Err(differs("scaler, clamp or baseline"));
-        }
-        if c.window_start_s != model.window_start_s
-            || c.subjects != model.subjects
-            || c.evoked_band_hz != model.evoked_band_hz
-        {
-            return Err(differs("window start, subject count or evoked band"));
-        }
-        if c.embedding_space != model.embedding_space || c.embedding_dim != model.embedding_dim {
-            return Err(differs("embedding space"));
+        let what = format!("progressive stage '{name}' ({})", c.name);
+        check_shared_preprocessing(&what, &c, model)?;
+        if c.baseline_s != model.baseline_s || c.window_start_s != model.window_start_s || c.target != model.target {
+            return Err(PipelineError::Config(format!(
+                "{what} has another baseline, window start or target than the model ({}): a stage is the model's \
+                 window cut short, so it starts where the model's does",
+                model.name
+            )));
         }
         let end = |k: &ModelContract| k.window_start_s + (k.window_samples as f64 - 1.0) / k.sample_rate;
         if end(&c) >= end(model) {
@@ -96,6 +67,54 @@ impl Stage {
     pub fn window_end_s(&self) -> f64 {
         self.contract.window_start_s + (self.contract.window_samples as f64 - 1.0) / self.contract.sample_rate
     }
+}
+
+/// Checks that `c`, an encoder that comes with the model whose contract is `model` (a
+/// progressive stage or the continuous encoder, described by `what`), can share the
+/// model's preprocessing, model-rate buffer and scaler, and decodes into its embedding
+/// space: same rate, channels, filters, resampler, scaler, clamp, subject count, evoked
+/// band and embedding space.
+pub(super) fn check_shared_preprocessing(
+    what: &str,
+    c: &ModelContract,
+    model: &ModelContract,
+) -> Result<(), PipelineError> {
+    let differs = |field: &str| {
+        PipelineError::Config(format!(
+            "{what} has another {field} than the model ({}): it must share the model's preprocessing and embedding \
+             space; export it with the model's contract, changing only its window",
+            model.name
+        ))
+    };
+    if c.sample_rate != model.sample_rate {
+        return Err(differs("sample rate"));
+    }
+    if c.channel_names != model.channel_names {
+        return Err(differs("channel list"));
+    }
+    if (c.highpass_hz, c.lowpass_hz, c.filter_order, &c.notch_hz, c.notch_q, c.filter_phase, c.resampler)
+        != (
+            model.highpass_hz,
+            model.lowpass_hz,
+            model.filter_order,
+            &model.notch_hz,
+            model.notch_q,
+            model.filter_phase,
+            model.resampler,
+        )
+    {
+        return Err(differs("filtering or resampling"));
+    }
+    if c.scaler != model.scaler || c.clamp != model.clamp {
+        return Err(differs("scaler or clamp"));
+    }
+    if c.subjects != model.subjects || c.evoked_band_hz != model.evoked_band_hz {
+        return Err(differs("subject count or evoked band"));
+    }
+    if c.embedding_space != model.embedding_space || c.embedding_dim != model.embedding_dim {
+        return Err(differs("embedding space"));
+    }
+    Ok(())
 }
 
 /// The stage encoders of a model directory: `stages/<name>/encoder.onnx`, by name.

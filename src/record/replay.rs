@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::reader::{xml_field, XdfFile, XdfStream};
 use crate::ingest::{ChannelInfoData, GapDetector, Marker, StreamDescription};
 use crate::lsl::{self, ChannelFormat, ChannelInfo, Outlet, StreamInfo};
-use crate::model::{Encoder, Gallery};
+use crate::model::{CompanionEncoders, Encoder, Gallery};
 use crate::pipeline::{DecoderCore, Decoding, PipelineConfig, PipelineError};
 
 /// The recorded MEG stream (the first numeric stream with a nominal rate).
@@ -61,7 +61,7 @@ pub fn decode_offline(
     f: &XdfFile,
     encoder: Encoder,
     gallery: Option<Arc<Gallery>>,
-    stages: Vec<(String, Encoder)>,
+    companions: CompanionEncoders,
     config: PipelineConfig,
 ) -> Result<Vec<Decoding>, PipelineError> {
     let meg = meg_stream(f).ok_or_else(|| {
@@ -70,7 +70,7 @@ pub fn decode_offline(
     let desc = description(meg);
     // Offline there is no stream to keep up with: every window is decoded.
     let config = PipelineConfig { keep_up: false, ..config };
-    let mut core = DecoderCore::new(encoder, gallery, &desc, config)?.with_stages(stages)?;
+    let mut core = DecoderCore::new(encoder, gallery, &desc, config)?.with_companions(companions)?;
     core.set_markers_expected(marker_stream(f).is_some());
     let ts = corrected_timestamps(meg);
     let mut markers: Vec<Marker> = match marker_stream(f) {

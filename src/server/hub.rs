@@ -157,6 +157,7 @@ mod tests {
             mode: DecodeMode::Continuous,
             marker: None,
             onset: 0.0,
+            on_screen_at: None,
             window_start: 0.0,
             window_end: 0.0,
             decoded_at: 0.0,

@@ -128,7 +128,14 @@ function onDecoding(d: Decoding) {
     $("gen-seq").textContent = `from #${d.imageSequence}`;
     view.images++;
   }
-  const mode = d.mode === Mode.EVENT_LOCKED ? `event-locked to '${d.marker}'` : "continuous";
+  // A model trained for continuous use says whose on-screen image it decodes; one locked
+  // to onsets decodes "as if an image had appeared at d.onset".
+  const mode =
+    d.mode === Mode.EVENT_LOCKED
+      ? `event-locked to '${d.marker}'`
+      : d.onScreenAt !== 0
+        ? `continuous: on screen ${(d.windowEnd - d.onScreenAt).toFixed(2)} s before the window's end`
+        : `continuous: as if an image appeared ${(d.windowEnd - d.onset).toFixed(2)} s before the window's end`;
   $("decoding-info").textContent =
     `#${d.sequence} ${mode} | latency ${d.latencyMs.toFixed(1)} ms | encoder ${d.encoderMs.toFixed(1)} ms | ` +
     `age ${d.ageMs.toFixed(0)} ms | ${d.model}${d.repaired ? " | repaired NaN/Inf" : ""}`;

@@ -51,3 +51,9 @@ def test_dataframe_columns_and_types():
     assert df["marker"].tolist() == [None, None] and df["marker_time"].isna().all()
     empty = mdc.to_dataframe([])
     assert empty["sequence"].dtype == np.int64 and empty["window_end"].dtype == np.float64
+    # on_screen_at: NaN unless a model trained for continuous use made the decoding.
+    import dataclasses
+    cont = dataclasses.replace(dec(7), on_screen_at=0.5)
+    df = mdc.to_dataframe([dec(5), cont])
+    assert df["on_screen_at"].dtype == np.float64 and np.isnan(df["on_screen_at"].iloc[0])
+    assert df["on_screen_at"].iloc[1] == 0.5 and empty["on_screen_at"].dtype == np.float64

@@ -57,6 +57,10 @@ class Decoding:
     # replaces the earlier guess. Continuous decodings: 0 and 0.
     stage: int = 0
     stages: int = 0
+    # Continuous decodings by the model's encoder for continuous use (trained with the
+    # image on screen as the target): the instant (LSL clock) whose on-screen image this
+    # stands for, e.g. 0.55 s before window_end; their onset is 0. None otherwise.
+    on_screen_at: Optional[float] = None
 
     @property
     def final(self) -> bool:
@@ -93,6 +97,7 @@ class Decoding:
             onset=d.onset,
             stage=d.stage,
             stages=d.stages,
+            on_screen_at=d.on_screen_at or None,
             received_at=received_at,
         )
 

@@ -76,7 +76,7 @@ def _subscribe(c, a):
             if a.json:
                 out = {"sequence": d.sequence, "mode": d.mode, "marker": d.marker, "window_end": d.window_end,
                        "latency_ms": d.latency_ms, "age_ms": d.age_ms, "missed": d.missed, "top_k": ids,
-                       "stage": d.stage, "stages": d.stages,
+                       "stage": d.stage, "stages": d.stages, "on_screen_at": d.on_screen_at,
                        "embedding_dim": int(d.embedding.size)}
                 if a.embedding:
                     out["embedding"] = d.embedding.tolist()
