@@ -112,7 +112,8 @@ impl App {
         let (to_recorder_d, recorder_decodings) = crossbeam_channel::bounded(4096);
         let (to_recorder_n, recorder_notes) = crossbeam_channel::bounded(64);
         let metadata = Arc::new(RwLock::new(serde_json::json!({
-                "model": {"name": contract.name, "sha256": core.encoder().sha256(), "dir": cfg.model.dir},
+                "model": {"name": contract.name, "sha256": core.encoder().sha256(), "id": core.model_id().as_ref(),
+                          "dir": cfg.model.dir},
                 "pipeline": pc,
                 "stream": {"name": acquisition.description.name, "source_id": acquisition.description.source_id},
         })));
@@ -131,7 +132,7 @@ impl App {
             None
         };
         let model_info = model_info(&core, generator.is_some());
-        let sha = model_info.sha256.clone();
+        let sha = core.model_digest().to_string();
         // Always running (idle without a generator), so a model swapped in can bring one.
         let images = {
             let hub = hub.clone();
@@ -403,8 +404,9 @@ fn reload_on_hangup(reload: &Reload, switcher: &ModelSwitcher, started: &Config)
             return;
         }
     };
-    let sha = std::fs::read(dir.join("encoder.onnx")).map(|b| crate::model::sha256_hex(&b)).unwrap_or_default();
-    if dir == switcher.current_dir() && sha == switcher.current_sha() {
+    // The model as its files are now: encoder, stages and continuous encoder.
+    let digest = crate::model::ModelDir::open(&dir).and_then(|m| m.digest()).unwrap_or_default();
+    if dir == switcher.current_dir() && digest == switcher.current_digest() {
         tracing::info!("SIGHUP: model {} unchanged", dir.display());
         return;
     }

@@ -108,7 +108,8 @@ pub struct ModelSwitcher {
     pub model_root: PathBuf,
     /// One switch at a time (held for the whole load; status never waits on it).
     pub busy: Mutex<()>,
-    /// The running model's directory and encoder sha256 (updated as the pipeline switches).
+    /// The running model's directory and digest (`DecoderCore::model_digest`; updated as the
+    /// pipeline switches).
     pub current: Arc<RwLock<(PathBuf, String)>>,
     pub model: Arc<RwLock<ModelInfo>>,
     pub gallery: Arc<RwLock<Option<Arc<Gallery>>>>,
@@ -157,8 +158,8 @@ impl ModelSwitcher {
         self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
-    /// The running model's encoder sha256.
-    pub fn current_sha(&self) -> String {
+    /// The running model's digest (its encoders' sha256, `DecoderCore::model_digest`).
+    pub fn current_digest(&self) -> String {
         self.current.read().unwrap_or_else(|e| e.into_inner()).1.clone()
     }
 
@@ -178,7 +179,6 @@ impl ModelSwitcher {
             tracing::warn!("model {} not loaded: {e:#}", dir.display());
             SwitchError::Rejected(self.hide_paths(format!("model {} not loaded: {e:#}", dir.display())))
         })?;
-        let sha = loaded.encoder.sha256().to_string();
         let mut core = DecoderCore::new(loaded.encoder, loaded.gallery.clone(), &self.stream, self.config.clone())
             .and_then(|c| c.with_companions(loaded.companions))
             .map_err(|e| {
@@ -189,6 +189,7 @@ impl ModelSwitcher {
                 )))
             })?;
         core.set_markers_expected(self.markers_expected);
+        let sha = core.model_digest().to_string();
         let generator = loaded.generator;
         let info = model_info(&core, generator.is_some());
 
@@ -226,7 +227,7 @@ impl ModelSwitcher {
             Box::new(move || {
                 if let Some(m) = &metadata {
                     m.write().unwrap_or_else(|e| e.into_inner())["model"] =
-                        serde_json::json!({"name": info.name, "sha256": sha, "dir": dir});
+                        serde_json::json!({"name": info.name, "sha256": info.sha256, "id": info.id, "dir": dir});
                 }
                 *model.write().unwrap_or_else(|e| e.into_inner()) = info;
                 *gallery.write().unwrap_or_else(|e| e.into_inner()) = gallery_new;

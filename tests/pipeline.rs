@@ -239,7 +239,7 @@ fn continuous_decodings_come_from_the_encoder_trained_for_continuous_use() {
     let early_rate = rate(&early, &|d| d.on_screen_at.unwrap());
     // The same stream through the onset-locked model alone, every hop.
     let (plain, _) =
-        decode_with(encoder(), &cfg, &rows, &ts, &markers, 10, PipelineConfig { event_locked: false, ..pc });
+        decode_with(encoder(), &cfg, &rows, &ts, &markers, 10, PipelineConfig { event_locked: false, ..pc.clone() });
     let plain: Vec<&Decoding> = plain.iter().collect();
     assert!(plain.iter().all(|d| d.on_screen_at.is_none() && (d.onset - (d.window_start + 0.5)).abs() < 1e-9));
     let onset_locked = rate(&plain, &|d| d.onset);
@@ -255,13 +255,34 @@ fn continuous_decodings_come_from_the_encoder_trained_for_continuous_use() {
     assert!(early.len() > 300 && early_rate > 0.025, "{early_rate:.3} of {} early windows", early.len());
     assert!(trained > 0.01, "continuous encoder {trained:.3} over the whole stream");
 
-    // An encoder locked to onsets is not a continuous one: refused, with the reason.
+    // The continuous encoder is part of the model's name: decodings say which made them.
+    assert!(out.iter().all(|d| d.model == *core.model_id()) && core.model_id().starts_with("demo-linear-v2@"));
+    let plain_core = DecoderCore::new(encoder(), Some(gallery()), &desc, pc.clone()).unwrap();
+    assert_ne!(core.model_id(), plain_core.model_id());
+    let full = DecoderCore::new(encoder(), Some(gallery()), &desc, pc.clone())
+        .unwrap()
+        .with_companions(dir.load_companions(&EncoderOptions::default()).unwrap())
+        .unwrap();
+    assert_eq!(full.model_digest(), dir.digest().unwrap(), "the digest SIGHUP compares");
+    assert!(![plain_core.model_id(), core.model_id()].contains(&full.model_id()));
+    // With continuous decoding off it is not used (nor checked against the buffer).
+    let off = PipelineConfig { hop_s: None, ..pc.clone() };
+    let enc = Encoder::load(dir.continuous.as_ref().unwrap(), &EncoderOptions::default()).unwrap();
+    let core_off =
+        DecoderCore::new(encoder(), Some(gallery()), &desc, off).unwrap().with_continuous(Some(enc)).unwrap();
+    assert!(core_off.continuous_contract().is_none() && core_off.model_id() == plain_core.model_id());
+
+    // An encoder locked to onsets is not a continuous one, and an encoder for continuous
+    // use is not a model's own: refused, with the reason.
     let e = DecoderCore::new(encoder(), Some(gallery()), &desc, PipelineConfig::default())
         .unwrap()
         .with_continuous(Some(encoder()))
         .err()
         .unwrap();
     assert!(e.to_string().contains("target = on_screen"), "{e}");
+    let enc = Encoder::load(dir.continuous.as_ref().unwrap(), &EncoderOptions::default()).unwrap();
+    let e = DecoderCore::new(enc, Some(gallery()), &desc, PipelineConfig::default()).err().unwrap();
+    assert!(e.to_string().contains("continuous/encoder.onnx next to"), "{e}");
 }
 
 /// The committed generator (models/build_generator.py, a convolutional decoder) draws the
@@ -651,4 +672,34 @@ fn inspect_model_checks_a_model_and_benches_it_per_thread_count_and_batch() {
     let bad = run(&["--max-threads", "0"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-threads"));
+
+    // What a model directory carries beside its encoder is checked as serve checks it.
+    let inspect = |dir: &Path| common::bin().args(["inspect-model"]).arg(dir).output().unwrap();
+    let out = inspect(&demo());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["stage      s250: ", "stage      s500: ", "continuous demo-linear-v2-continuous: "] {
+        assert!(text.lines().any(|l| l.starts_with(line) && l.ends_with(" ms)")), "{line} in {text}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    std::fs::create_dir_all(model.join("continuous")).unwrap();
+    std::os::unix::fs::symlink(demo().join("encoder.onnx"), model.join("encoder.onnx")).unwrap();
+    let err = |dir: &Path| {
+        let out = inspect(dir);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // An empty continuous/ is not silently skipped.
+    let e = err(&model);
+    assert!(e.contains("continuous/encoder.onnx") && e.contains("remove the folder"), "{e}");
+    // An encoder locked to onsets is not one for continuous use.
+    std::os::unix::fs::symlink(demo().join("encoder.onnx"), model.join("continuous/encoder.onnx")).unwrap();
+    let e = err(&model);
+    assert!(e.contains("target = on_screen"), "{e}");
+    // Nor is a stage folder without its encoder.
+    std::fs::remove_dir_all(model.join("continuous")).unwrap();
+    std::fs::create_dir_all(model.join("stages/s100")).unwrap();
+    let e = err(&model);
+    assert!(e.contains("stages/s100/encoder.onnx") && e.contains("progressive stage"), "{e}");
 }

@@ -271,7 +271,7 @@ async fn run_async(a: ClientArgs) -> anyhow::Result<()> {
         if a.json {
             let mut v = serde_json::json!({
                 "sequence": d.sequence, "mode": if d.mode == proto::Mode::EventLocked as i32 { "event_locked" } else { "continuous" },
-                "marker": d.marker, "onset": d.onset, "on_screen_at": d.on_screen_at, "window_start": d.window_start, "window_end": d.window_end, "decoded_at": d.decoded_at,
+                "marker": d.marker, "onset": d.onset, "on_screen_at": (d.on_screen_at != 0.0).then_some(d.on_screen_at), "window_start": d.window_start, "window_end": d.window_end, "decoded_at": d.decoded_at,
                 "latency_ms": d.latency_ms, "age_ms": d.age_ms, "stage": d.stage, "stages": d.stages, "received_at": received_at, "encoder_ms": d.encoder_ms, "missed": d.missed, "repaired": d.repaired,
                 "top_k": d.top_k.iter().map(|h| serde_json::json!({"image_id": h.image_id, "score": h.score})).collect::<Vec<_>>(),
                 "embedding": d.embedding, "image_sequence": d.image_sequence, "image_bytes": d.image_png.len(),

@@ -1,5 +1,6 @@
 //! `meg-decoder inspect-model DIR`: prints a model's contract and checks it by running one
-//! dummy window (and the generator, if any); `--bench` times the encoder at batch sizes
+//! dummy window (and its progressive stages, its encoder for continuous use and its
+//! generator, if any); `--bench` times the encoder at batch sizes
 //! 1..8 and 1..N intra-op threads, to choose `model.intra_threads` and `pipeline.max_batch`.
 
 use std::path::PathBuf;
@@ -81,17 +82,22 @@ pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
             println!("  {i:4} {n}");
         }
     }
-    let window = vec![0.0f32; enc.window_len()];
-    let mut emb = vec![0.0f32; c.embedding_dim];
-    let mut times = Vec::new();
-    for _ in 0..20 {
-        let t = Instant::now();
-        enc.encode(&window, 0, &mut emb)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+    let (emb, median_ms) = dummy_window(&mut enc)?;
+    println!("check      dummy window OK: embedding dim {}, median run {median_ms:.3} ms", emb.len());
+    // What the directory carries beside the encoder, checked as serve checks it.
+    let companions = dir.load_companions(&EncoderOptions::default())?;
+    for (name, mut e) in companions.stages {
+        let (_, ms) = dummy_window(&mut e)?;
+        let summary = e.contract().summary();
+        meg_decoder::pipeline::Stage::new(name.clone(), e, &c, true)?;
+        println!("stage      {name}: {summary}; dummy window OK ({ms:.3} ms)");
     }
-    times.sort_by(f64::total_cmp);
-    anyhow::ensure!(emb.iter().all(|v| v.is_finite()), "the encoder returned NaN/Inf for a zero window");
-    println!("check      dummy window OK: embedding dim {}, median run {:.3} ms", emb.len(), times[times.len() / 2]);
+    if let Some(mut e) = companions.continuous {
+        let (_, ms) = dummy_window(&mut e)?;
+        let summary = e.contract().summary();
+        meg_decoder::pipeline::ContinuousModel::new(e, &c, Some(0.025))?;
+        println!("continuous {summary}; dummy window OK ({ms:.3} ms)");
+    }
     match &dir.gallery {
         Some(g) => {
             let g = Gallery::load(g)?;
@@ -122,6 +128,22 @@ pub fn run(a: InspectModelArgs) -> anyhow::Result<()> {
         bench(&dir.encoder, enc.window_len(), c.embedding_dim, &a)?;
     }
     Ok(())
+}
+
+/// Runs `enc` 20 times on a zero window: its embedding (which must be finite) and the
+/// median run time in ms.
+fn dummy_window(enc: &mut Encoder) -> anyhow::Result<(Vec<f32>, f64)> {
+    let window = vec![0.0f32; enc.window_len()];
+    let mut emb = vec![0.0f32; enc.contract().embedding_dim];
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        enc.encode(&window, 0, &mut emb)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    anyhow::ensure!(emb.iter().all(|v| v.is_finite()), "{} returned NaN/Inf for a zero window", enc.path().display());
+    Ok((emb, times[times.len() / 2]))
 }
 
 /// Median and 90th percentile of `runs` encoder runs for each thread count and batch size,

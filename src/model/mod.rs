@@ -41,6 +41,23 @@ pub struct ModelDir {
     pub continuous: Option<PathBuf>,
 }
 
+/// The sha256 that names a model (decodings carry its first 12 hex digits): its
+/// encoder's sha256 when it has nothing else, else the sha256 of the list of its
+/// encoders' (`encoder.onnx <sha256>`, then each `<path> <sha256>` of `companions`, one a
+/// line, by path), so a change to a stage or to the continuous encoder names another model.
+pub fn model_digest(encoder_sha256: &str, companions: &[(String, String)]) -> String {
+    if companions.is_empty() {
+        return encoder_sha256.to_string();
+    }
+    let mut sorted = companions.to_vec();
+    sorted.sort();
+    let mut list = format!("encoder.onnx {encoder_sha256}\n");
+    for (path, sha) in &sorted {
+        list.push_str(&format!("{path} {sha}\n"));
+    }
+    sha256_hex(list.as_bytes())
+}
+
 /// The encoders a model directory carries beside `encoder.onnx` (for
 /// `DecoderCore::with_companions`).
 #[derive(Default)]
@@ -62,9 +79,41 @@ impl ModelDir {
         }
         let gallery = Some(root.join("gallery")).filter(|p| p.join("ids.txt").is_file());
         let generator = Some(root.join("generator.onnx")).filter(|p| p.is_file());
-        let stages = crate::pipeline::stage_files(root);
-        let continuous = Some(root.join("continuous").join("encoder.onnx")).filter(|p| p.is_file());
+        let stages = crate::pipeline::stage_files(root)?;
+        let continuous = match root.join("continuous") {
+            d if d.exists() => {
+                let p = d.join("encoder.onnx");
+                if !p.is_file() {
+                    return Err(ModelError::File {
+                        path: p.display().to_string(),
+                        why: "missing: continuous/ holds the encoder trained for continuous use; add its encoder.onnx \
+                              or remove the folder"
+                            .into(),
+                    });
+                }
+                Some(p)
+            }
+            _ => None,
+        };
         Ok(Self { root: root.to_path_buf(), encoder, gallery, generator, stages, continuous })
+    }
+
+    /// The sha256 that names the model as the files are now ([`model_digest`]): what
+    /// SIGHUP compares with the running model's.
+    pub fn digest(&self) -> Result<String, ModelError> {
+        let sha = |p: &Path| {
+            std::fs::read(p)
+                .map(|b| sha256_hex(&b))
+                .map_err(|e| ModelError::File { path: p.display().to_string(), why: e.to_string() })
+        };
+        let mut parts = Vec::new();
+        for (name, p) in &self.stages {
+            parts.push((format!("stages/{name}/encoder.onnx"), sha(p)?));
+        }
+        if let Some(p) = &self.continuous {
+            parts.push(("continuous/encoder.onnx".to_string(), sha(p)?));
+        }
+        Ok(model_digest(&sha(&self.encoder)?, &parts))
     }
 
     /// Loads the progressive stages' and the continuous encoder (for

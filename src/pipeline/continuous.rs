@@ -30,9 +30,9 @@ impl ContinuousModel {
         let what = format!("the continuous encoder ({})", c.name);
         if c.target != Target::OnScreen {
             return Err(PipelineError::Config(format!(
-                "{what} declares target '{}': continuous/encoder.onnx is the model trained for continuous use, its \
-                 contract must say target = on_screen (the image on screen at the decoded instant); a model locked to \
-                 onsets belongs in encoder.onnx or stages/",
+                "{what} has target '{}' (the contract's default when it names none): continuous/encoder.onnx is the \
+                 model trained for continuous use, its contract must say target = on_screen (the image on screen at \
+                 the decoded instant); a model locked to onsets belongs in encoder.onnx or stages/",
                 c.target.as_str()
             )));
         }

@@ -128,7 +128,8 @@ pub enum PipelineError {
 }
 
 /// How decodings name their model: the contract's name and the first 12 hex digits of
-/// the encoder's sha256.
+/// the model's digest (the encoder's sha256 for a model without stages or a continuous
+/// encoder; [`crate::model::model_digest`]).
 pub fn model_id(name: &str, sha256: &str) -> String {
     format!("{name}@{}", &sha256[..sha256.len().min(12)])
 }
@@ -164,8 +165,10 @@ pub struct DecoderCore {
     markers_expected: bool,
     sequence: u64,
     stats: Arc<PipelineStats>,
-    /// Which model made the decodings ("name@sha256-prefix"), on every decoding.
+    /// Which model made the decodings ("name@digest-prefix"), on every decoding.
     model_id: Arc<str>,
+    /// The sha256 that names the model (its encoders'; [`crate::model::model_digest`]).
+    model_digest: String,
     /// Catching up on the stream's past before taking over from another core: windows
     /// are prepared but neither decoded nor counted.
     priming: bool,
@@ -240,9 +243,17 @@ impl DecoderCore {
                 )));
             }
         }
+        if contract.target == Target::OnScreen {
+            return Err(PipelineError::Config(format!(
+                "model '{}' was trained for continuous use (contract target = on_screen): it cannot decode windows \
+                 locked to onsets; put it in a model directory's continuous/encoder.onnx next to an encoder.onnx \
+                 trained on onsets",
+                contract.name
+            )));
+        }
         if config.buffer_s < contract.window_s() + 1.0 {
             return Err(PipelineError::Config(format!(
-                "the window ({:.2} s) does not fit in the {:.1} s buffer; raise the buffer to at least {:.1} s",
+                "the window ({:.2} s) does not fit in the {:.1} s buffer; raise pipeline.buffer_s to at least {:.1} s",
                 contract.window_s(),
                 config.buffer_s,
                 contract.window_s() + 1.0
@@ -298,6 +309,7 @@ impl DecoderCore {
             sequence: 0,
             stats: Arc::new(PipelineStats::default()),
             model_id: Arc::from(model_id(&contract.name, encoder.sha256())),
+            model_digest: encoder.sha256().to_string(),
             priming: false,
             encoder_avg_s: 0.0,
             channels: contract.channel_names.clone().into(),
@@ -338,6 +350,7 @@ impl DecoderCore {
             }
         }
         self.stages = v;
+        self.name_model();
         Ok(self)
     }
 
@@ -346,6 +359,13 @@ impl DecoderCore {
     /// window, on its own window, while the model's encoder keeps the event-locked ones.
     pub fn with_continuous(mut self, encoder: Option<Encoder>) -> Result<Self, PipelineError> {
         let Some(encoder) = encoder else { return Ok(self) };
+        if self.config.hop_s.is_none() {
+            tracing::info!(
+                "continuous decoding is off: the encoder for continuous use ({}) is not used",
+                encoder.contract().name
+            );
+            return Ok(self);
+        }
         let c = ContinuousModel::new(encoder, self.encoder.contract(), self.config.hop_s)?;
         if let Some(g) = &self.gallery {
             if c.contract.embedding_dim != g.dim {
@@ -358,8 +378,8 @@ impl DecoderCore {
         }
         if self.config.buffer_s < c.contract.window_s() + 1.0 {
             return Err(PipelineError::Config(format!(
-                "the continuous encoder's window ({:.2} s) does not fit in the {:.1} s buffer; raise the buffer to at \
-                 least {:.1} s",
+                "the continuous encoder's window ({:.2} s) does not fit in the {:.1} s buffer; raise pipeline.buffer_s \
+                 to at least {:.1} s",
                 c.contract.window_s(),
                 self.config.buffer_s,
                 c.contract.window_s() + 1.0
@@ -368,6 +388,7 @@ impl DecoderCore {
         // The model's own scheduler keeps the event-locked windows only.
         self.scheduler = WindowScheduler::new(&self.contract, None, self.config.event_locked);
         self.continuous = Some(c);
+        self.name_model();
         Ok(self)
     }
 
@@ -375,6 +396,27 @@ impl DecoderCore {
     /// encoder for continuous use.
     pub fn with_companions(self, companions: CompanionEncoders) -> Result<Self, PipelineError> {
         self.with_stages(companions.stages)?.with_continuous(companions.continuous)
+    }
+
+    /// Names the model by all its encoders ([`crate::model::model_digest`]): a change to a
+    /// stage or to the continuous encoder is another model.
+    fn name_model(&mut self) {
+        let mut parts: Vec<(String, String)> = self
+            .stages
+            .iter()
+            .map(|s| (format!("stages/{}/encoder.onnx", s.name), s.encoder.sha256().to_string()))
+            .collect();
+        if let Some(c) = &self.continuous {
+            parts.push(("continuous/encoder.onnx".into(), c.encoder.sha256().to_string()));
+        }
+        self.model_digest = crate::model::model_digest(self.encoder.sha256(), &parts);
+        self.model_id = Arc::from(model_id(&self.contract.name, &self.model_digest));
+    }
+
+    /// The sha256 that names the model ([`crate::model::model_digest`]): the encoder's, or
+    /// with stages or a continuous encoder, of the list of all their sha256.
+    pub fn model_digest(&self) -> &str {
+        &self.model_digest
     }
 
     /// The contract of the encoder trained for continuous use, when there is one.
@@ -790,9 +832,10 @@ impl DecoderCore {
         // The instant the window decodes: an onset, or (for a model trained for
         // continuous use) the instant whose on-screen image it decodes.
         let instant = window_start - made.window_start_s;
+        // (Only continuous windows are decoded by an `on_screen` encoder: `new` refuses one
+        // as the model's.)
         let (onset, on_screen_at) = match (&w.marker, made.target) {
-            (Some(m), Target::Onset) => (m.timestamp, None),
-            (Some(m), Target::OnScreen) => (m.timestamp, Some(instant)),
+            (Some(m), _) => (m.timestamp, None),
             (None, Target::Onset) => (instant, None),
             (None, Target::OnScreen) => (0.0, Some(instant)),
         };

@@ -50,7 +50,8 @@ pub struct Decoding {
     pub top_k: Vec<Hit>,
     /// A NaN/Inf sample was repaired inside this window.
     pub repaired: bool,
-    /// The model that made it: "name@sha256-prefix" (changes when a model is swapped in).
+    /// The model that made it: "name@digest-prefix" (`model::model_digest`: the encoder's
+    /// sha256, or that of all its encoders'; changes when a model is swapped in).
     #[serde(serialize_with = "serialize_str")]
     pub model: std::sync::Arc<str>,
     /// Progressive decoding: this event-locked decoding's stage, 1..=`stages` (the model's

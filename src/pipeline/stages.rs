@@ -117,17 +117,26 @@ pub(super) fn check_shared_preprocessing(
     Ok(())
 }
 
-/// The stage encoders of a model directory: `stages/<name>/encoder.onnx`, by name.
-pub fn stage_files(model_root: &std::path::Path) -> Vec<(String, PathBuf)> {
-    let mut out: Vec<(String, PathBuf)> = std::fs::read_dir(model_root.join("stages"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let p = e.path().join("encoder.onnx");
-            p.is_file().then(|| (e.file_name().to_string_lossy().into_owned(), p))
-        })
-        .collect();
+/// The stage encoders of a model directory: `stages/<name>/encoder.onnx`, by name. A
+/// folder under `stages/` without its `encoder.onnx` is an error (a stage the lab meant to
+/// ship would otherwise be skipped without a word).
+pub fn stage_files(model_root: &std::path::Path) -> Result<Vec<(String, PathBuf)>, crate::model::ModelError> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(model_root.join("stages")).into_iter().flatten().flatten() {
+        if !e.path().is_dir() {
+            continue;
+        }
+        let p = e.path().join("encoder.onnx");
+        if !p.is_file() {
+            return Err(crate::model::ModelError::File {
+                path: p.display().to_string(),
+                why: "missing: a folder under stages/ is a progressive stage and needs its encoder.onnx; add it or \
+                      remove the folder"
+                    .into(),
+            });
+        }
+        out.push((e.file_name().to_string_lossy().into_owned(), p));
+    }
     out.sort();
-    out
+    Ok(out)
 }

@@ -28,7 +28,7 @@ pub struct StreamHandle {
 #[derive(Debug, Clone, Default)]
 pub struct ModelInfo {
     pub name: String,
-    /// "name@sha256-prefix", as decodings name their model.
+    /// "name@digest-prefix", as decodings name their model.
     pub id: String,
     pub contract: String,
     pub sha256: String,

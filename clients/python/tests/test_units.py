@@ -57,3 +57,4 @@ def test_dataframe_columns_and_types():
     df = mdc.to_dataframe([dec(5), cont])
     assert df["on_screen_at"].dtype == np.float64 and np.isnan(df["on_screen_at"].iloc[0])
     assert df["on_screen_at"].iloc[1] == 0.5 and empty["on_screen_at"].dtype == np.float64
+    assert df["onset"].dtype == np.float64 and empty["onset"].dtype == np.float64

@@ -59,7 +59,7 @@ class Decoding:
     stages: int = 0
     # Continuous decodings by the model's encoder for continuous use (trained with the
     # image on screen as the target): the instant (LSL clock) whose on-screen image this
-    # stands for, e.g. 0.55 s before window_end; their onset is 0. None otherwise.
+    # stands for (models/demo: 0.5 s before window_end); their onset is 0. None otherwise.
     on_screen_at: Optional[float] = None
 
     @property

@@ -74,7 +74,8 @@ def _subscribe(c, a):
                 top1 += ids[0] == d.marker
                 top5 += d.marker in ids[:5]
             if a.json:
-                out = {"sequence": d.sequence, "mode": d.mode, "marker": d.marker, "window_end": d.window_end,
+                out = {"sequence": d.sequence, "mode": d.mode, "marker": d.marker, "window_start": d.window_start,
+                       "window_end": d.window_end, "onset": d.onset,
                        "latency_ms": d.latency_ms, "age_ms": d.age_ms, "missed": d.missed, "top_k": ids,
                        "stage": d.stage, "stages": d.stages, "on_screen_at": d.on_screen_at,
                        "embedding_dim": int(d.embedding.size)}

@@ -4,13 +4,13 @@ import numpy as np
 
 COLUMNS = ["sequence", "mode", "marker", "marker_time", "window_start", "window_end", "decoded_at",
            "latency_ms", "encoder_ms", "top1", "top_k", "scores", "embedding", "repaired", "missed", "age_ms", "model",
-           "stage", "stages", "on_screen_at"]
+           "stage", "stages", "onset", "on_screen_at"]
 
 
 _OBJECT = ("marker", "top1", "top_k", "scores", "embedding", "mode", "model")
 _TYPES = {"sequence": "int64", "marker_time": "float64", "window_start": "float64", "window_end": "float64", "decoded_at": "float64",
           "latency_ms": "float64", "encoder_ms": "float64", "repaired": "bool", "missed": "int64", "age_ms": "float64",
-          "stage": "int64", "stages": "int64", "on_screen_at": "float64"}
+          "stage": "int64", "stages": "int64", "onset": "float64", "on_screen_at": "float64"}
 
 
 def _pandas():
@@ -41,6 +41,6 @@ def to_dataframe(decodings):
         "top_k": [h.image_id for h in d.top_k], "scores": np.array([h.score for h in d.top_k], np.float32),
         "embedding": d.embedding, "repaired": d.repaired, "missed": d.missed, "age_ms": d.age_ms,
         "model": d.model, "stage": d.stage, "stages": d.stages,
-        "on_screen_at": np.nan if d.on_screen_at is None else d.on_screen_at,
+        "onset": d.onset, "on_screen_at": np.nan if d.on_screen_at is None else d.on_screen_at,
     } for d in decodings]
     return frame(rows)

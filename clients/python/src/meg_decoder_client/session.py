@@ -130,6 +130,7 @@ def _decoding_rows(stream, events):
             "embedding": np.asarray(d.get("embedding") or [], np.float32), "repaired": d["repaired"],
             "missed": 0, "age_ms": np.nan, "model": d.get("model", ""),
             "stage": d.get("stage", 0), "stages": d.get("stages", 0),
+            "onset": d.get("onset", np.nan),
             "on_screen_at": np.nan if d.get("on_screen_at") is None else d["on_screen_at"],
         })
     return rows

@@ -254,8 +254,11 @@ export type Decoding = Message<"megdecoder.v1.Decoding"> & {
   ageMs: number;
 
   /**
-   * The model that made it: "<name>@<first 12 hex digits of the encoder's sha256>"
-   * (ModelStatus.id). Changes when LoadModel or SIGHUP switches models.
+   * The model that made it: "<name>@<first 12 hex digits of the model's digest>"
+   * (ModelStatus.id). The digest is the encoder's sha256, or for a model directory with
+   * stages or an encoder for continuous use, the sha256 of the list of all its encoders'
+   * sha256 (so a change to any of them names another model). Changes when LoadModel or
+   * SIGHUP switches models.
    *
    * @generated from field: string model = 17;
    */
@@ -523,7 +526,7 @@ export type ModelStatus = Message<"megdecoder.v1.ModelStatus"> & {
   generator: boolean;
 
   /**
-   * "<name>@<sha256 prefix>", as each decoding names its model.
+   * "<name>@<digest prefix>", as each decoding names its model (see Decoding.model).
    *
    * @generated from field: string id = 8;
    */
