@@ -28,9 +28,17 @@ def test_subscribe_status_and_dataframe(simulated):
         assert isinstance(d, mdc.Decoding) and d.embedding.dtype == np.float32 and d.embedding.shape == (32,)
         assert len(d.top_k) == 5 and all(isinstance(h, mdc.Hit) for h in d.top_k)
         assert d.top_k[0].score >= d.top_k[-1].score
-        assert abs(d.window_end - d.window_start - 1.5) < 1e-3
-        # The onset the model assumes: 0.5 s into the window (-0.5..1.0 s windows).
-        assert d.mode != "continuous" or abs(d.onset - (d.window_start + 0.5)) < 1e-6, (d.onset, d.window_start)
+        # demo-brain decodes every onset at demo's linear stages (-0.5..+0.25 s, -0.5..+0.5 s),
+        # then with its own -0.5..+1.0 s window; continuous windows with demo's encoder for
+        # continuous use (+0.0..+0.5 s around the instant whose on-screen image it guesses).
+        for x in got:
+            span = x.window_end - x.window_start
+            if x.mode == "continuous":
+                assert abs(span - 0.5) < 1e-3 and x.onset == 0.0 and x.stage == 0, x
+                assert abs(x.on_screen_at - x.window_start) < 1e-6, (x.on_screen_at, x.window_start)
+            else:
+                assert x.on_screen_at is None and x.stages == 3 and abs(x.onset - (x.window_start + 0.5)) < 0.01, x
+                assert abs(span - {1: 0.75, 2: 1.0, 3: 1.5}[x.stage]) < 1e-3, (x.stage, span)
         # The decoding's time is the LSL clock of this machine: it is recent.
         assert 0 <= pylsl.local_clock() - d.window_end < 2.0
         status = c.status()
