@@ -203,8 +203,12 @@ function setConn(state: "ok" | "bad" | "wait", text: string) {
   c.className = `pill ${state}`;
   c.textContent = text;
 }
+// Wakes the subscription loop from its backoff sleep (set while it sleeps).
+let wakeFromBackoff: (() => void) | null = null;
 function restartSubscription() {
   subscription?.abort();
+  // A new token: try at once, not after the rest of the backoff.
+  wakeFromBackoff?.();
 }
 async function subscribe() {
   let backoff = 500;
@@ -236,8 +240,12 @@ async function subscribe() {
       }
       if (c.code === Code.Unauthenticated) needToken("this server needs its bearer token");
       setConn("bad", `disconnected: ${describe(e)}; retrying in ${(backoff / 1000).toFixed(1)} s`);
-      await new Promise((r) => setTimeout(r, backoff));
-      backoff = Math.min(backoff * 2, 5000);
+      const woken = await new Promise<boolean>((r) => {
+        wakeFromBackoff = () => r(true);
+        setTimeout(() => r(false), backoff);
+      });
+      wakeFromBackoff = null;
+      backoff = woken ? 500 : Math.min(backoff * 2, 5000);
       setConn("wait", "reconnecting");
     }
   }
