@@ -83,6 +83,7 @@ impl App {
 
         let pc = PipelineConfig {
             hop_s: cfg.pipeline.continuous.then_some(cfg.pipeline.hop_s),
+            continuous_encoder: cfg.pipeline.continuous_encoder,
             event_locked: cfg.pipeline.event_locked,
             top_k: cfg.pipeline.top_k,
             non_finite: cfg.pipeline.non_finite,

@@ -83,6 +83,9 @@ pub struct PreprocessingSection {
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSection {
     pub continuous: bool,
+    /// Continuous windows go to the model's `continuous/encoder.onnx` when it has one
+    /// (false: to its onset-locked encoder).
+    pub continuous_encoder: bool,
     pub hop_s: f64,
     pub event_locked: bool,
     pub top_k: usize,
@@ -209,6 +212,7 @@ impl Default for PipelineSection {
     fn default() -> Self {
         Self {
             continuous: true,
+            continuous_encoder: true,
             hop_s: 0.025,
             event_locked: true,
             top_k: 5,

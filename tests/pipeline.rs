@@ -271,6 +271,12 @@ fn continuous_decodings_come_from_the_encoder_trained_for_continuous_use() {
     let core_off =
         DecoderCore::new(encoder(), Some(gallery()), &desc, off).unwrap().with_continuous(Some(enc)).unwrap();
     assert!(core_off.continuous_contract().is_none() && core_off.model_id() == plain_core.model_id());
+    // Nor when the lab asks for the onset-locked encoder (serve --no-continuous-encoder).
+    let onset_locked = PipelineConfig { continuous_encoder: false, ..pc.clone() };
+    let enc = Encoder::load(dir.continuous.as_ref().unwrap(), &EncoderOptions::default()).unwrap();
+    let core_ol =
+        DecoderCore::new(encoder(), Some(gallery()), &desc, onset_locked).unwrap().with_continuous(Some(enc)).unwrap();
+    assert!(core_ol.continuous_contract().is_none() && core_ol.model_id() == plain_core.model_id());
 
     // An encoder locked to onsets is not a continuous one, and an encoder for continuous
     // use is not a model's own: refused, with the reason.

@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// No event-locked decoding.
     #[arg(long)]
     pub no_event_locked: bool,
+    /// Decode continuous windows with the model's onset-locked encoder even when the model
+    /// directory has an encoder for continuous use (continuous/encoder.onnx).
+    #[arg(long)]
+    pub no_continuous_encoder: bool,
     /// Gallery hits per decoding.
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -187,6 +191,9 @@ impl ServeArgs {
         }
         if self.no_event_locked {
             c.pipeline.event_locked = false;
+        }
+        if self.no_continuous_encoder {
+            c.pipeline.continuous_encoder = false;
         }
         if !self.notch.is_empty() {
             c.preprocessing.notch_hz = Some(self.notch.clone());

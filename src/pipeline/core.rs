@@ -33,6 +33,10 @@ pub enum NonFinitePolicy {
 pub struct PipelineConfig {
     /// Continuous decoding every `hop_s` seconds (None = off).
     pub hop_s: Option<f64>,
+    /// Continuous windows go to the model directory's encoder for continuous use
+    /// (`continuous/encoder.onnx`) when it has one; false: to the model's onset-locked
+    /// encoder, whose decodings carry their implied onset instead of `on_screen_at`.
+    pub continuous_encoder: bool,
     /// Decode windows locked to markers.
     pub event_locked: bool,
     /// Gallery hits per decoding.
@@ -68,6 +72,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             hop_s: Some(0.025),
+            continuous_encoder: true,
             event_locked: true,
             top_k: 5,
             non_finite: NonFinitePolicy::Skip,
@@ -359,10 +364,15 @@ impl DecoderCore {
     /// window, on its own window, while the model's encoder keeps the event-locked ones.
     pub fn with_continuous(mut self, encoder: Option<Encoder>) -> Result<Self, PipelineError> {
         let Some(encoder) = encoder else { return Ok(self) };
-        if self.config.hop_s.is_none() {
+        if self.config.hop_s.is_none() || !self.config.continuous_encoder {
             tracing::info!(
-                "continuous decoding is off: the encoder for continuous use ({}) is not used",
-                encoder.contract().name
+                "the encoder for continuous use ({}) is not used: {}",
+                encoder.contract().name,
+                if self.config.hop_s.is_none() {
+                    "continuous decoding is off"
+                } else {
+                    "pipeline.continuous_encoder is false"
+                }
             );
             return Ok(self);
         }
