@@ -98,11 +98,14 @@ def on_screen(onsets, shown, r):
     return np.where(k >= 0, shown[np.maximum(k, 0)], -1), np.where(k >= 0, r - onsets[np.maximum(k, 0)], np.nan)
 
 
-def windows(recs, center, scale, end_s, length_s, hop_s, bins, clamp=20.0):
+def windows(recs, center, scale, end_s, length_s, hop_s, bins, baseline=None, clamp=20.0):
     """Every `hop_s` a reference instant r from the first onset to 1.3 s after the last: the
     binned, scaled, baselined, clamped window [r + end - length, r + end] (the service's
-    WindowAssembler), the image on screen at r and the time since its onset."""
+    WindowAssembler), the image on screen at r and the time since its onset. `baseline`:
+    the samples of the window whose mean is subtracted (default: the whole window, as the
+    service's baseline_samples() gives for baseline_s = the window: all but its last)."""
     win = int(round(length_s * bd.FS_MODEL)) + 1
+    b0, b1 = baseline or (0, win - 1)
     start = int(round((end_s - length_s) * bd.FS_MODEL))
     B = bd.binning(win, bins)
     X, label, since = [], [], []
@@ -114,9 +117,7 @@ def windows(recs, center, scale, end_s, length_s, hop_s, bins, clamp=20.0):
         ks = np.arange(k0, k1, step)
         img, dt = on_screen(onsets, shown, ks / bd.FS_MODEL)
         ep = np.stack([y[:, k + start:k + start + win] for k in ks])
-        # The whole window is the baseline (baseline_s = the window; the service's
-        # baseline_samples() excludes the last sample).
-        ep = ep - ep[:, :, :win - 1].mean(2, keepdims=True)
+        ep = ep - ep[:, :, b0:b1].mean(2, keepdims=True)
         ep = np.clip(ep, -clamp, clamp)
         X.append((ep @ B).reshape(len(ep), -1).astype(np.float32))
         label.append(img)
@@ -124,42 +125,34 @@ def windows(recs, center, scale, end_s, length_s, hop_s, bins, clamp=20.0):
     return np.concatenate(X), np.concatenate(label), np.concatenate(since)
 
 
-def position_specific(recs, center, scale, end_s, length_s, bins, world, emb, edges, upto_s=0.8):
-    """What knowing the onset would be worth: on the shipped window, one ridge model per
-    100 ms bin of time since the onset (the paper's sliding-window analysis), trained and
-    tested on the windows of that bin only (lambda on the validation images): top-5 among
-    the held-out images per bin (NaN past `upto_s`)."""
-    Xt, lt, st = windows(recs["train"], center, scale, end_s, length_s, TRAIN_HOP_S, bins)
-    Xv, lv, sv = windows(recs["val"], center, scale, end_s, length_s, EVAL_HOP_S, bins)
-    Xs, ls, ss = windows(recs["test"], center, scale, end_s, length_s, EVAL_HOP_S, bins)
-    vpos = {int(r): i for i, r in enumerate(world.val)}
+def position_specific(train, val, test, world, emb, edges, upto_s=0.8):
+    """What knowing the onset would be worth: on the shipped window (the `windows` of each
+    split), one ridge model per 100 ms bin of time since the onset (the paper's
+    sliding-window analysis), trained and tested on the windows of that bin only (lambda on
+    the validation images): top-5 among the held-out images per bin (NaN past `upto_s`)."""
+    (Xt, lt, st), (Xv, lv, sv), (Xs, ls, ss) = train, val, test
     out = []
     for a, b in zip(edges[:-1], edges[1:]):
         mt, mv, ms = ((x >= a) & (x < b) for x in (st, sv, ss))
         if a >= upto_s or not (mt.any() and mv.any() and ms.any()):
             out.append(float("nan"))
             continue
-        _, W, bias, _ = bd.fit_on_validation(Xt[mt], emb[lt[mt]], Xv[mv], np.array([vpos[int(l)] for l in lv[mv]]),
-                                             emb[world.val])
+        _, W, bias, _ = bd.fit_on_validation(Xt[mt], emb[lt[mt]], Xv[mv], val_rows(world, lv[mv]), emb[world.val])
         out.append(float(hits(Xs[ms] @ W + bias, ls[ms], world.test, emb)[1].mean()))
     return out
 
 
 def onset_locked_windows(recs, center, scale, hop_s):
     """The model's own (onset-locked) encoder input every `hop_s`: the -0.5..1.0 s window
-    ending at the newest sample, its implied onset 1.0 s before the end."""
-    X, label, since = [], [], []
-    step = int(round(hop_s * bd.FS_MODEL))
-    for y, onsets, shown in recs:
-        ks = np.arange(int(np.ceil(onsets[0] * bd.FS_MODEL)), min(int((onsets[-1] + 1.3) * bd.FS_MODEL),
-                                                                 y.shape[1] - bd.WIN + int(-bd.T0 * bd.FS_MODEL)), step)
-        img, dt = on_screen(onsets, shown, ks / bd.FS_MODEL)
-        s = int(round(bd.T0 * bd.FS_MODEL))
-        ep = np.stack([y[:, k + s:k + s + bd.WIN] for k in ks])
-        X.append(bd.binned(bd.finish(ep, center, scale)))
-        label.append(img)
-        since.append(dt)
-    return np.concatenate(X), np.concatenate(label), np.concatenate(since)
+    around an implied onset r (1.0 s before the window's end), baseline -0.5..0 s."""
+    return windows(recs, center, scale, bd.T1, bd.T1 - bd.T0, hop_s, bd.BINS,
+                   baseline=(0, int(round(-bd.T0 * bd.FS_MODEL))))
+
+
+def val_rows(world, labels):
+    """Each validation window's image as a row of the validation bank (emb[world.val])."""
+    pos = {int(r): i for i, r in enumerate(world.val)}
+    return np.array([pos[int(l)] for l in labels])
 
 
 def hits(pred, label, rows, emb):
@@ -200,19 +193,20 @@ def main():
     best = None
     for end_s, length_s in GRID:
         bins = max(3, int(round(length_s * bd.FS_MODEL / 10)))
-        Xt, lt, _ = windows(recs["train"], center, scale, end_s, length_s, TRAIN_HOP_S, bins)
-        Xv, lv, _ = windows(recs["val"], center, scale, end_s, length_s, EVAL_HOP_S, bins)
-        vpos = {int(r): i for i, r in enumerate(world.val)}
-        lam, W, b, vacc = bd.fit_on_validation(Xt, emb[lt], Xv, np.array([vpos[int(l)] for l in lv]), emb[world.val])
+        tr = windows(recs["train"], center, scale, end_s, length_s, TRAIN_HOP_S, bins)
+        va = windows(recs["val"], center, scale, end_s, length_s, EVAL_HOP_S, bins)
+        lam, W, b, vacc = bd.fit_on_validation(tr[0], emb[tr[1]], va[0], val_rows(world, va[1]), emb[world.val])
         grid.append((end_s, length_s, bins, lam, vacc))
         print(f"end {end_s} length {length_s} bins {bins}: lambda {lam:g}, validation top-1/5 {vacc[1]:.3f}/{vacc[5]:.3f} "
-              f"({len(lt)} training windows)", flush=True)
+              f"({len(tr[1])} training windows)", flush=True)
         if best is None or (vacc[5], vacc[1]) > (best[4][5], best[4][1]):
-            best = (end_s, length_s, bins, lam, vacc, W, b, len(lt))
-    end_s, length_s, bins, lam, vacc, W, b, n_train = best
+            best = (end_s, length_s, bins, lam, vacc, W, b, tr, va)
+    end_s, length_s, bins, lam, vacc, W, b, tr, va = best
+    n_train = len(tr[1])
 
     # Held-out recordings: this model, and the onset-locked model applied every hop.
-    Xs, ls, since = windows(recs["test"], center, scale, end_s, length_s, EVAL_HOP_S, bins)
+    te = windows(recs["test"], center, scale, end_s, length_s, EVAL_HOP_S, bins)
+    Xs, ls, since = te
     h1, h5 = hits(Xs @ W + b, ls, world.test, emb)
     W_o, b_o = onset_locked_ridge(model)
     Xo, lo, since_o = onset_locked_windows(recs["test"], center, scale, EVAL_HOP_S)
@@ -220,7 +214,7 @@ def main():
     edges = np.round(np.arange(0.0, 1.8001, 0.1), 3)
     curve = {"edges": edges.tolist(), "continuous": by_time_since_onset(h5, since, edges),
              "onset_locked": by_time_since_onset(o5, since_o, edges),
-             "position_specific": position_specific(recs, center, scale, end_s, length_s, bins, world, emb, edges)}
+             "position_specific": position_specific(tr, va, te, world, emb, edges)}
     result = {"end_s": end_s, "length_s": length_s, "bins": bins, "lambda": lam, "n_train_windows": n_train,
               "validation": vacc,
               "continuous": {"top1": float(h1.mean()), "top5": float(h5.mean()), "windows": len(ls),

@@ -8,7 +8,7 @@ would export its own model.
 
 Usage: python models/probe_model.py OUT_DIR --kind raw --channels MEG0113 --rate 120
        --window-samples 181 --window-start -0.5 [--highpass 0.1 --lowpass 40]
-       [--filter-phase zero-phase] [--settle 0.5] [--scaler fit:5]
+       [--filter-phase zero-phase] [--settle 0.5] [--scaler fit:5] [--target on_screen]
 """
 import argparse
 import json
@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--filter-phase", default="causal")
     ap.add_argument("--settle", type=float)
     ap.add_argument("--scaler", default="none")
+    ap.add_argument("--target", default="onset", help="onset, or on_screen for a model directory's continuous/encoder.onnx")
     args = ap.parse_args()
     names = args.channels
     if args.channels_file:
@@ -88,6 +89,8 @@ def main():
         meta["lowpass_hz"] = args.lowpass
     if args.settle is not None:
         meta["settle_s"] = args.settle
+    if args.target != "onset":
+        meta["target"] = args.target
     os.makedirs(args.out, exist_ok=True)
     write_contract(model, meta, os.path.join(args.out, "encoder.onnx"))
     print(json.dumps({"out": args.out, "embedding_dim": dim, "channels": len(names)}))

@@ -621,27 +621,13 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
     let list = tmp.path().join("channels.txt");
     std::fs::write(&list, names.join("\n")).unwrap();
     let model = tmp.path().join("model");
-    probe(
-        &model,
-        &[
-            "--kind",
-            "rms",
-            "--channels",
-            "x",
-            "--channels-file",
-            list.to_str().unwrap(),
-            "--window-samples",
-            "60",
-            "--window-start",
-            "-0.1",
-            "--highpass",
-            "1",
-            "--lowpass",
-            "40",
-            "--settle",
-            "0.5",
-        ],
-    );
+    let rms = ["--kind", "rms", "--channels", "x", "--channels-file", list.to_str().unwrap()];
+    let filters = ["--highpass", "1", "--lowpass", "40", "--settle", "0.5"];
+    probe(&model, &[&rms[..], &["--window-samples", "60", "--window-start", "-0.1"], &filters].concat());
+    // With an encoder for continuous use beside it (its own 0.25 s window, baselined on
+    // itself), which then decodes every continuous window of the real recording.
+    let window = ["--window-samples", "31", "--window-start", "0", "--baseline", "0", "0.25"];
+    probe(&model.join("continuous"), &[&rms[..], &window, &filters, &["--target", "on_screen"]].concat());
     let (port, http) = (common::free_port(), format!("127.0.0.1:{}", common::free_port()));
     let rec = tmp.path().join("rec");
     std::fs::create_dir_all(&rec).unwrap();
@@ -658,15 +644,21 @@ fn real_recording(file: &str, model_names: impl Fn(&str) -> Option<String>, expe
     common::wait_port(&format!("127.0.0.1:{port}"));
     let out = common::bin()
         .args(["client", "--addr", &format!("http://127.0.0.1:{port}"), "--json", "--embedding", "--max-rate", "0"])
-        .args(["--count", "10", "--duration", "20"])
+        // 20 decodings at a 0.1 s hop: at least 2 s of stream buffered for GetSignal below
+        // (the continuous encoder's 0.25 s window starts decoding soon after the settle).
+        .args(["--count", "20", "--duration", "20"])
         .output()
         .unwrap();
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert_eq!(lines.len(), 10, "decodings of {file}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines.len(), 20, "decodings of {file}: {}", String::from_utf8_lossy(&out.stderr));
     for d in &lines {
         let e: Vec<f64> = serde_json::from_value(d["embedding"].clone()).unwrap();
         assert_eq!(e.len(), 40);
+        // Made by the continuous encoder: its window, and the instant it refers to.
+        let (start, end) = (d["window_start"].as_f64().unwrap(), d["window_end"].as_f64().unwrap());
+        assert!((end - start - 0.25).abs() < 2e-3, "{file}: window {start}..{end}");
+        assert_eq!(d["on_screen_at"].as_f64(), Some(start), "{file}: {d}");
         // RMS of 1-40 Hz MEG in tesla: femto- to nanotesla, never fT read as T or vice versa.
         assert!(e.iter().all(|v| v.is_finite() && *v > 1e-16 && *v < 1e-9), "{file}: {e:?}");
     }

@@ -43,19 +43,34 @@ pub struct ModelDir {
 
 /// The sha256 that names a model (decodings carry its first 12 hex digits): its
 /// encoder's sha256 when it has nothing else, else the sha256 of the list of its
-/// encoders' (`encoder.onnx <sha256>`, then each `<path> <sha256>` of `companions`, one a
-/// line, by path), so a change to a stage or to the continuous encoder names another model.
-pub fn model_digest(encoder_sha256: &str, companions: &[(String, String)]) -> String {
-    if companions.is_empty() {
+/// encoders' (`encoder.onnx <sha256>`, then `<path> <sha256>` for each of `stages` (name,
+/// sha256) and the `continuous` encoder, one a line, by path), so a change to a stage or
+/// to the continuous encoder names another model.
+pub fn model_digest(encoder_sha256: &str, stages: &[(&str, &str)], continuous: Option<&str>) -> String {
+    let mut parts: Vec<(String, &str)> =
+        stages.iter().map(|(name, sha)| (format!("stages/{name}/encoder.onnx"), *sha)).collect();
+    parts.extend(continuous.map(|sha| ("continuous/encoder.onnx".to_string(), sha)));
+    if parts.is_empty() {
         return encoder_sha256.to_string();
     }
-    let mut sorted = companions.to_vec();
-    sorted.sort();
+    parts.sort();
     let mut list = format!("encoder.onnx {encoder_sha256}\n");
-    for (path, sha) in &sorted {
+    for (path, sha) in &parts {
         list.push_str(&format!("{path} {sha}\n"));
     }
     sha256_hex(list.as_bytes())
+}
+
+/// `dir/encoder.onnx`, which the folder `dir` (`what` it is) must hold.
+fn companion_encoder(dir: &Path, what: &str) -> Result<PathBuf, ModelError> {
+    let p = dir.join("encoder.onnx");
+    if !p.is_file() {
+        return Err(ModelError::File {
+            path: p.display().to_string(),
+            why: format!("missing: {what} and needs its encoder.onnx; add it or remove the folder"),
+        });
+    }
+    Ok(p)
 }
 
 /// The encoders a model directory carries beside `encoder.onnx` (for
@@ -79,22 +94,20 @@ impl ModelDir {
         }
         let gallery = Some(root.join("gallery")).filter(|p| p.join("ids.txt").is_file());
         let generator = Some(root.join("generator.onnx")).filter(|p| p.is_file());
-        let stages = crate::pipeline::stage_files(root)?;
-        let continuous = match root.join("continuous") {
-            d if d.exists() => {
-                let p = d.join("encoder.onnx");
-                if !p.is_file() {
-                    return Err(ModelError::File {
-                        path: p.display().to_string(),
-                        why: "missing: continuous/ holds the encoder trained for continuous use; add its encoder.onnx \
-                              or remove the folder"
-                            .into(),
-                    });
-                }
-                Some(p)
+        // Progressive stages (`stages/<name>/encoder.onnx`, by name) and the encoder for
+        // continuous use; a folder for one without its encoder is an error, never skipped.
+        let mut stages = Vec::new();
+        for e in std::fs::read_dir(root.join("stages")).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                let what = "a folder under stages/ is a progressive stage";
+                stages.push((e.file_name().to_string_lossy().into_owned(), companion_encoder(&e.path(), what)?));
             }
-            _ => None,
-        };
+        }
+        stages.sort();
+        let continuous = Some(root.join("continuous"))
+            .filter(|d| d.exists())
+            .map(|d| companion_encoder(&d, "continuous/ holds the encoder trained for continuous use"))
+            .transpose()?;
         Ok(Self { root: root.to_path_buf(), encoder, gallery, generator, stages, continuous })
     }
 
@@ -106,14 +119,10 @@ impl ModelDir {
                 .map(|b| sha256_hex(&b))
                 .map_err(|e| ModelError::File { path: p.display().to_string(), why: e.to_string() })
         };
-        let mut parts = Vec::new();
-        for (name, p) in &self.stages {
-            parts.push((format!("stages/{name}/encoder.onnx"), sha(p)?));
-        }
-        if let Some(p) = &self.continuous {
-            parts.push(("continuous/encoder.onnx".to_string(), sha(p)?));
-        }
-        Ok(model_digest(&sha(&self.encoder)?, &parts))
+        let stages = self.stages.iter().map(|(name, p)| Ok((name.as_str(), sha(p)?))).collect::<Result<Vec<_>, _>>()?;
+        let stages: Vec<(&str, &str)> = stages.iter().map(|(n, h)| (*n, h.as_str())).collect();
+        let continuous = self.continuous.as_deref().map(sha).transpose()?;
+        Ok(model_digest(&sha(&self.encoder)?, &stages, continuous.as_deref()))
     }
 
     /// Loads the progressive stages' and the continuous encoder (for

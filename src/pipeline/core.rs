@@ -139,6 +139,30 @@ pub fn model_id(name: &str, sha256: &str) -> String {
     format!("{name}@{}", &sha256[..sha256.len().min(12)])
 }
 
+/// The gallery (if any) must be in the embedding space of every encoder that decodes.
+fn check_gallery(gallery: Option<&Arc<Gallery>>, c: &ModelContract) -> Result<(), PipelineError> {
+    match gallery {
+        Some(g) if g.dim != c.embedding_dim => Err(PipelineError::GalleryDim {
+            gallery: g.dim,
+            encoder: c.embedding_dim,
+            space: c.embedding_space.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// An encoder's window (`what`) must fit in the model-rate buffer with a second to spare.
+fn check_buffer(what: &str, c: &ModelContract, buffer_s: f64) -> Result<(), PipelineError> {
+    if buffer_s < c.window_s() + 1.0 {
+        return Err(PipelineError::Config(format!(
+            "{what} ({:.2} s) does not fit in the {buffer_s:.1} s buffer; raise pipeline.buffer_s to at least {:.1} s",
+            c.window_s(),
+            c.window_s() + 1.0
+        )));
+    }
+    Ok(())
+}
+
 /// Seconds a trigger onset waits for its marker beyond the pairing window (the marker
 /// stream's own delivery latency).
 const PAIRING_SLACK_S: f64 = 0.5;
@@ -195,6 +219,18 @@ pub struct DecoderCore {
     run: Vec<(WindowRequest, bool)>,
 }
 
+/// Which of the model's encoders decodes a window.
+#[derive(Clone, Copy, PartialEq)]
+enum By {
+    /// The model's own encoder (event-locked windows; continuous ones without a
+    /// continuous encoder).
+    Model,
+    /// The encoder for continuous use (every continuous window when there is one).
+    Continuous,
+    /// Progressive stage `i` (event-locked).
+    Stage(usize),
+}
+
 /// Which encoder made a decoding, as the decoding needs to say it.
 #[derive(Clone, Copy)]
 struct MadeBy {
@@ -231,15 +267,7 @@ impl DecoderCore {
             }
             contract.settle_s = Some(s);
         }
-        if let Some(g) = &gallery {
-            if g.dim != contract.embedding_dim {
-                return Err(PipelineError::GalleryDim {
-                    gallery: g.dim,
-                    encoder: contract.embedding_dim,
-                    space: contract.embedding_space.clone(),
-                });
-            }
-        }
+        check_gallery(gallery.as_ref(), &contract)?;
         config.check()?;
         if let Some(n) = &config.notch_override {
             if let Some(bad) = n.iter().find(|f| !f.is_finite() || **f <= 0.0) {
@@ -256,14 +284,7 @@ impl DecoderCore {
                 contract.name
             )));
         }
-        if config.buffer_s < contract.window_s() + 1.0 {
-            return Err(PipelineError::Config(format!(
-                "the window ({:.2} s) does not fit in the {:.1} s buffer; raise pipeline.buffer_s to at least {:.1} s",
-                contract.window_s(),
-                config.buffer_s,
-                contract.window_s() + 1.0
-            )));
-        }
+        check_buffer("the window", &contract, config.buffer_s)?;
         let map = ChannelMap::new(&contract.channel_names, &stream.channels, config.channel_matching)?;
         if !map.renamed.is_empty() {
             let shown: Vec<String> = map.renamed.iter().take(6).map(|(m, l)| format!("{m} <- '{l}'")).collect();
@@ -345,14 +366,8 @@ impl DecoderCore {
             .map(|(name, enc)| Stage::new(name, enc, self.encoder.contract(), self.config.event_locked))
             .collect::<Result<Vec<_>, _>>()?;
         v.sort_by(|a, b| a.window_end_s().total_cmp(&b.window_end_s()));
-        if let Some(g) = &self.gallery {
-            if let Some(s) = v.iter().find(|s| s.contract.embedding_dim != g.dim) {
-                return Err(PipelineError::GalleryDim {
-                    gallery: g.dim,
-                    encoder: s.contract.embedding_dim,
-                    space: s.contract.embedding_space.clone(),
-                });
-            }
+        for s in &v {
+            check_gallery(self.gallery.as_ref(), &s.contract)?;
         }
         self.stages = v;
         self.name_model();
@@ -377,24 +392,8 @@ impl DecoderCore {
             return Ok(self);
         }
         let c = ContinuousModel::new(encoder, self.encoder.contract(), self.config.hop_s)?;
-        if let Some(g) = &self.gallery {
-            if c.contract.embedding_dim != g.dim {
-                return Err(PipelineError::GalleryDim {
-                    gallery: g.dim,
-                    encoder: c.contract.embedding_dim,
-                    space: c.contract.embedding_space.clone(),
-                });
-            }
-        }
-        if self.config.buffer_s < c.contract.window_s() + 1.0 {
-            return Err(PipelineError::Config(format!(
-                "the continuous encoder's window ({:.2} s) does not fit in the {:.1} s buffer; raise pipeline.buffer_s \
-                 to at least {:.1} s",
-                c.contract.window_s(),
-                self.config.buffer_s,
-                c.contract.window_s() + 1.0
-            )));
-        }
+        check_gallery(self.gallery.as_ref(), &c.contract)?;
+        check_buffer("the continuous encoder's window", &c.contract, self.config.buffer_s)?;
         // The model's own scheduler keeps the event-locked windows only.
         self.scheduler = WindowScheduler::new(&self.contract, None, self.config.event_locked);
         self.continuous = Some(c);
@@ -411,15 +410,9 @@ impl DecoderCore {
     /// Names the model by all its encoders ([`crate::model::model_digest`]): a change to a
     /// stage or to the continuous encoder is another model.
     fn name_model(&mut self) {
-        let mut parts: Vec<(String, String)> = self
-            .stages
-            .iter()
-            .map(|s| (format!("stages/{}/encoder.onnx", s.name), s.encoder.sha256().to_string()))
-            .collect();
-        if let Some(c) = &self.continuous {
-            parts.push(("continuous/encoder.onnx".into(), c.encoder.sha256().to_string()));
-        }
-        self.model_digest = crate::model::model_digest(self.encoder.sha256(), &parts);
+        let stages: Vec<(&str, &str)> = self.stages.iter().map(|s| (s.name.as_str(), s.encoder.sha256())).collect();
+        let continuous = self.continuous.as_ref().map(|c| c.encoder.sha256());
+        self.model_digest = crate::model::model_digest(self.encoder.sha256(), &stages, continuous);
         self.model_id = Arc::from(model_id(&self.contract.name, &self.model_digest));
     }
 
@@ -763,11 +756,11 @@ impl DecoderCore {
         now: &dyn Fn() -> f64,
         emit: &mut dyn FnMut(Decoding),
     ) {
-        let by_continuous = |w: &WindowRequest, continuous: bool| continuous && w.marker.is_none();
         let continuous = self.continuous.is_some();
+        let by = |w: &WindowRequest| if continuous && w.marker.is_none() { By::Continuous } else { By::Model };
         while let Some((first, _)) = ready.first() {
-            let mine = by_continuous(first, continuous);
-            let n = ready.iter().take_while(|(w, _)| by_continuous(w, continuous) == mine).count();
+            let mine = by(first);
+            let n = ready.iter().take_while(|(w, _)| by(w) == mine).count();
             let mut run = std::mem::take(&mut self.run);
             run.extend(ready.drain(..n));
             self.decode_run(&mut run, mine, now, emit);
@@ -775,18 +768,22 @@ impl DecoderCore {
         }
     }
 
-    /// Runs one encoder (the continuous one when `continuous`, else the model's) over the
-    /// windows of `run` as one batch and emits them in order.
+    /// Runs encoder `by` over the windows of `run` as one batch and emits them in order.
     fn decode_run(
         &mut self,
         run: &mut Vec<(WindowRequest, bool)>,
-        continuous: bool,
+        by: By,
         now: &dyn Fn() -> f64,
         emit: &mut dyn FnMut(Decoding),
     ) {
-        let (encoder, assembler, contract) = match (continuous, self.continuous.as_mut()) {
-            (true, Some(c)) => (&mut c.encoder, &mut c.assembler, &c.contract),
-            _ => (&mut self.encoder, &mut self.assembler, &self.contract),
+        let last = self.stages.len() as u32 + 1;
+        let (encoder, assembler, contract, name) = match (by, self.continuous.as_mut()) {
+            (By::Stage(i), _) => {
+                let s = &mut self.stages[i];
+                (&mut s.encoder, &mut s.assembler, &s.contract, s.name.as_str())
+            }
+            (By::Continuous, Some(c)) => (&mut c.encoder, &mut c.assembler, &c.contract, "continuous"),
+            _ => (&mut self.encoder, &mut self.assembler, &self.contract, "model"),
         };
         let (n, one, dim) = (run.len(), assembler.window.len(), contract.embedding_dim);
         self.batch_in.resize(n * one, 0.0);
@@ -797,7 +794,7 @@ impl DecoderCore {
         }
         let t = std::time::Instant::now();
         if let Err(e) = encoder.encode_batch(&self.batch_in, n, self.config.subject, &mut self.batch_out) {
-            tracing::error!("{e}");
+            tracing::error!("{name} encoder: {e}");
             run.drain(..).for_each(|_| self.stats.skip(SkipReason::EncoderError));
             return;
         }
@@ -808,12 +805,19 @@ impl DecoderCore {
             target: contract.target,
             stage: (0, 0),
         };
-        self.encoder_avg_s =
-            if self.encoder_avg_s == 0.0 { encoder_s } else { 0.9 * self.encoder_avg_s + 0.1 * encoder_s };
-        let last = self.stages.len() as u32 + 1;
+        // The encoder time keep_up compares with the hop: the encoders that decode
+        // continuous or full event-locked windows (a stage is one short window an onset).
+        if !matches!(by, By::Stage(_)) {
+            self.encoder_avg_s =
+                if self.encoder_avg_s == 0.0 { encoder_s } else { 0.9 * self.encoder_avg_s + 0.1 * encoder_s };
+        }
         for (i, (w, repaired)) in run.drain(..).enumerate() {
             let embedding = self.batch_out[i * dim..(i + 1) * dim].to_vec();
-            made.stage = if w.marker.is_some() { (last, last) } else { (0, 0) };
+            made.stage = match by {
+                By::Stage(s) => (s as u32 + 1, last),
+                _ if w.marker.is_some() => (last, last),
+                _ => (0, 0),
+            };
             self.emit_decoding(w, made, embedding, encoder_s, repaired, now, emit);
         }
     }
@@ -875,7 +879,6 @@ impl DecoderCore {
     /// Decodes the progressive stages' windows that completed (each on its own, as soon as
     /// it is ready: a stage exists to be early).
     fn decode_stages(&mut self, now: &dyn Fn() -> f64, emit: &mut dyn FnMut(Decoding)) {
-        let stages = self.stages.len() as u32 + 1;
         for i in 0..self.stages.len() {
             let mut requests = std::mem::take(&mut self.stage_requests);
             self.stages[i].scheduler.ready_epochs(&self.buf, &mut requests);
@@ -884,7 +887,13 @@ impl DecoderCore {
                 let len = self.stages[i].contract.window_samples as u64;
                 let ready = self.stages[i].assembler.ready();
                 match r.map_err(|s| (s.reason, s.marker)).and_then(|w| self.check_window(w, len, ready)) {
-                    Ok((w, repaired)) => self.decode_stage(i, w, repaired, stages, now, emit),
+                    Ok(window) => {
+                        // Alone, as soon as it is ready: a stage exists to be early.
+                        let mut run = std::mem::take(&mut self.run);
+                        run.push(window);
+                        self.decode_run(&mut run, By::Stage(i), now, emit);
+                        self.run = run;
+                    }
                     Err((reason, marker)) => {
                         self.stats.skip(reason);
                         if let Some(m) = marker {
@@ -901,34 +910,5 @@ impl DecoderCore {
             }
             self.stage_requests = requests;
         }
-    }
-
-    /// Encodes stage `i`'s window `w` on its own and emits its decoding.
-    fn decode_stage(
-        &mut self,
-        i: usize,
-        w: WindowRequest,
-        repaired: bool,
-        stages: u32,
-        now: &dyn Fn() -> f64,
-        emit: &mut dyn FnMut(Decoding),
-    ) {
-        let stage = &mut self.stages[i];
-        stage.assembler.assemble(&self.buf, w.start);
-        let t = std::time::Instant::now();
-        if let Err(e) = stage.encoder.encode_batch(&stage.assembler.window, 1, self.config.subject, &mut stage.out) {
-            tracing::error!("stage '{}': {e}", stage.name);
-            self.stats.skip(SkipReason::EncoderError);
-            return;
-        }
-        let encoder_s = t.elapsed().as_secs_f64();
-        let made = MadeBy {
-            len: stage.contract.window_samples as u64,
-            window_start_s: stage.contract.window_start_s,
-            target: stage.contract.target,
-            stage: (i as u32 + 1, stages),
-        };
-        let embedding = stage.out.clone();
-        self.emit_decoding(w, made, embedding, encoder_s, repaired, now, emit);
     }
 }

@@ -43,5 +43,5 @@ pub use preprocess::{
     unit_to_si, ChannelMap, ChannelMatching, MappingError, ModelSample, Preprocessor,
 };
 pub use signal::{SignalSnapshot, SignalTap, MAX_SIGNAL_ROWS};
-pub use stages::{stage_files, Stage};
+pub use stages::Stage;
 pub use window::{ModelRateBuffer, Skipped, WindowAssembler, WindowRequest, WindowScheduler};

@@ -6,8 +6,6 @@
 //! has its own window, scheduler and assembler. A stage's decoding carries its stage
 //! number and the number of stages, so a client can replace the earlier guess.
 
-use std::path::PathBuf;
-
 use super::core::PipelineError;
 use super::window::{WindowAssembler, WindowScheduler};
 use crate::model::{Encoder, ModelContract};
@@ -19,8 +17,6 @@ pub struct Stage {
     pub(super) contract: ModelContract,
     pub(super) scheduler: WindowScheduler,
     pub(super) assembler: WindowAssembler,
-    /// Encoder output, reused.
-    pub(super) out: Vec<f32>,
 }
 
 impl Stage {
@@ -56,7 +52,6 @@ impl Stage {
             // Event-locked only, and only when the pipeline decodes event-locked at all.
             scheduler: WindowScheduler::new(&c, None, event_locked),
             assembler: WindowAssembler::new(&c),
-            out: vec![0.0; c.embedding_dim],
             name,
             encoder,
             contract: c,
@@ -115,28 +110,4 @@ pub(super) fn check_shared_preprocessing(
         return Err(differs("embedding space"));
     }
     Ok(())
-}
-
-/// The stage encoders of a model directory: `stages/<name>/encoder.onnx`, by name. A
-/// folder under `stages/` without its `encoder.onnx` is an error (a stage the lab meant to
-/// ship would otherwise be skipped without a word).
-pub fn stage_files(model_root: &std::path::Path) -> Result<Vec<(String, PathBuf)>, crate::model::ModelError> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(model_root.join("stages")).into_iter().flatten().flatten() {
-        if !e.path().is_dir() {
-            continue;
-        }
-        let p = e.path().join("encoder.onnx");
-        if !p.is_file() {
-            return Err(crate::model::ModelError::File {
-                path: p.display().to_string(),
-                why: "missing: a folder under stages/ is a progressive stage and needs its encoder.onnx; add it or \
-                      remove the folder"
-                    .into(),
-            });
-        }
-        out.push((e.file_name().to_string_lossy().into_owned(), p));
-    }
-    out.sort();
-    Ok(out)
 }

@@ -139,9 +139,20 @@ def test_read_session_gives_the_pushed_samples_markers_and_decodings(lsl_env, tm
         assert row["mode"] == d.mode and row["marker"] == d.marker and row["top_k"] == [h.image_id for h in d.top_k]
         assert abs(row["window_end"] - d.window_end) < 1e-9
         np.testing.assert_allclose(row["embedding"], d.embedding, rtol=1e-6)
+        # What each decoding refers to, as the subscriber saw it: the onset, and for the
+        # default model's encoder for continuous use the instant whose on-screen image it is.
+        assert abs(row["onset"] - d.onset) < 1e-9
+        if d.on_screen_at is None:
+            assert np.isnan(row["on_screen_at"])
+        else:
+            assert abs(row["on_screen_at"] - d.on_screen_at) < 1e-9
     locked = dec[dec["mode"] == "event_locked"]
     assert set(locked["marker"]) <= {m for m, _ in marks} and len(locked) >= 4
     assert s.metadata.get("model", {}).get("name") == "demo-brain-module-v2" or s.metadata
+    cont = dec[dec["mode"] == "continuous"]
+    assert len(cont) > 0 and cont["on_screen_at"].notna().all() and locked["on_screen_at"].isna().all()
+    # The header names the model as every decoding does (its encoders' digest).
+    assert s.metadata["model"]["id"] == seen[0].model
     assert any(desc.startswith("decoding/event_locked/") for desc in raw.annotations.description)
     # Every decoding overlapping the recording is an annotation (windows clipped to it).
     n_dec = sum(d.startswith("decoding/") for d in raw.annotations.description)
